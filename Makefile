@@ -1,0 +1,48 @@
+# The two set-up commands are `make demo` and `make test` (see README.md).
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+PG_URL ?= postgres://postgres@127.0.0.1:5432/opsconsole
+REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: demo test test-sqlite test-services lint chromium benchmarks clean
+
+$(INSTALLED): requirements.txt requirements-dev.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+## Install, migrate, load demo data and serve the console on http://127.0.0.1:8000
+demo: $(INSTALLED)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py load_demo
+	$(PY) manage.py runserver 127.0.0.1:8000
+
+## Lint, check migrations, run the suite on SQLite, then on PostgreSQL + Redis if reachable
+test: $(INSTALLED) chromium lint test-sqlite test-services
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(PY) manage.py makemigrations --check --dry-run
+
+test-sqlite: $(INSTALLED)
+	env -u DATABASE_URL -u REDIS_URL $(VENV)/bin/pytest
+
+test-services: $(INSTALLED)
+	@if $(PY) -c "import socket; [socket.create_connection(('127.0.0.1', p), 2).close() for p in (5432, 6379)]" 2>/dev/null; then \
+		echo "== PostgreSQL and Redis are reachable: running the suite against them"; \
+		DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(VENV)/bin/pytest -p no:cacheprovider; \
+	else \
+		echo "== PostgreSQL or Redis not reachable on 127.0.0.1: suite ran on SQLite only"; \
+	fi
+
+## Headless Chromium from Debian's packages, for the browser tests
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "== installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
+
+clean:
+	rm -rf $(VENV) var staticfiles

@@ -1,0 +1,45 @@
+"""One DRF permission class: each request needs one Django model permission."""
+
+from rest_framework.permissions import BasePermission
+
+from opsconsole.auth import missing_permission_message
+
+METHOD_ACTIONS = {
+    "GET": "view",
+    "HEAD": "view",
+    "OPTIONS": "view",
+    "POST": "add",
+    "PUT": "change",
+    "PATCH": "change",
+    "DELETE": "delete",
+}
+
+
+class RolePermission(BasePermission):
+    """Maps the HTTP method (or the view's named action) to a model permission.
+
+    A view may set `required_permissions = {"lift": "overrides.change_block"}` keyed by
+    viewset action or HTTP method; otherwise the queryset's model and the method decide.
+    """
+
+    message = "You do not have permission to do this."
+
+    def required_permissions(self, request, view) -> list[str]:
+        explicit = getattr(view, "required_permissions", {})
+        action = getattr(view, "action", None)
+        for key in (action, request.method):
+            if key in explicit:
+                return [explicit[key]]
+        model = view.get_queryset().model
+        verb = METHOD_ACTIONS.get(request.method, "change")
+        return [f"{model._meta.app_label}.{verb}_{model._meta.model_name}"]
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        if not user or not user.is_authenticated:
+            return False
+        permissions = self.required_permissions(request, view)
+        if user.has_perms(permissions):
+            return True
+        self.message = missing_permission_message(user, permissions)
+        return False

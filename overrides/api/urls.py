@@ -1,0 +1,3 @@
+"""REST API routes for blocks, boosts and the audit trail (contract, Overrides)."""
+
+urlpatterns: list = []

@@ -1,0 +1,392 @@
+"""Every read of override rules, already shaped and filtered for the caller."""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.contrib.auth import get_user_model
+from django.db.models import CharField, F, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Cast
+from django.utils import timezone
+
+from opsconsole.times import iso_utc
+
+from .models import (
+    Block,
+    Boost,
+    CatalogItem,
+    OverrideRule,
+    OverrideVersion,
+    Region,
+    RuleStatus,
+    Surface,
+)
+
+# A filter value meaning "the rules that apply to every surface (or region)".
+ALL_SCOPES = "all"
+
+
+def rule_document(rule: OverrideRule) -> dict:
+    """A rule as serving clients see it in the snapshot and the change feed."""
+    document = {
+        "id": rule.pk,
+        "item_id": rule.item_id,
+        "surface": rule.surface_id,
+        "region": rule.region_id,
+        "starts_at": iso_utc(rule.starts_at),
+    }
+    if isinstance(rule, Boost):
+        document["factor"] = rule.factor
+        document["ends_at"] = iso_utc(rule.ends_at)
+    else:
+        document["expires_at"] = iso_utc(rule.expires_at)
+    return document
+
+
+def current_version() -> int:
+    return OverrideVersion.objects.values_list("value", flat=True).get(
+        pk=OverrideVersion.SINGLETON_ID
+    )
+
+
+def active_surfaces() -> QuerySet[Surface]:
+    return Surface.objects.filter(is_active=True)
+
+
+def active_regions() -> QuerySet[Region]:
+    return Region.objects.filter(is_active=True)
+
+
+def _with_item_title(rules: QuerySet) -> QuerySet:
+    title = CatalogItem.objects.filter(item_id=OuterRef("item_id")).values("title")[:1]
+    return rules.annotate(item_title=Subquery(title))
+
+
+def _filter_rules(
+    rules: QuerySet,
+    *,
+    search: str = "",
+    item_id: str = "",
+    surface: str = "",
+    region: str = "",
+    status: str = "",
+    now: datetime,
+) -> QuerySet:
+    if search:
+        matching_titles = CatalogItem.objects.filter(title__icontains=search).values(
+            "item_id"
+        )
+        rules = rules.filter(
+            Q(item_id__icontains=search) | Q(item_id__in=matching_titles)
+        )
+    if item_id:
+        rules = rules.filter(item_id=item_id)
+    if surface:
+        rules = (
+            rules.filter(surface__isnull=True)
+            if surface == ALL_SCOPES
+            else rules.filter(surface_id=surface)
+        )
+    if region:
+        rules = (
+            rules.filter(region__isnull=True)
+            if region == ALL_SCOPES
+            else rules.filter(region_id=region)
+        )
+    if status:
+        rules = rules.with_status(status, now)
+    return rules
+
+
+def block_list(*, now: datetime | None = None, **filters: str) -> QuerySet[Block]:
+    """Blocks, newest first, with catalog titles; filters as in `_filter_rules`."""
+    now = now or timezone.now()
+    blocks = Block.objects.select_related("created_by", "withdrawn_by")
+    return _with_item_title(_filter_rules(blocks, now=now, **filters))
+
+
+def boost_list(*, now: datetime | None = None, **filters: str) -> QuerySet[Boost]:
+    now = now or timezone.now()
+    boosts = Boost.objects.select_related("created_by", "withdrawn_by")
+    return _with_item_title(_filter_rules(boosts, now=now, **filters))
+
+
+def search_catalog(query: str, *, limit: int = 10) -> list[CatalogItem]:
+    """Items whose id starts with, or whose title contains, the query."""
+    query = query.strip()
+    if not query:
+        return []
+    exact = list(CatalogItem.objects.filter(item_id=query))
+    others = CatalogItem.objects.filter(
+        Q(item_id__istartswith=query) | Q(title__icontains=query)
+    ).exclude(item_id=query)
+    return exact + list(others.order_by("title")[: limit - len(exact)])
+
+
+def catalog_title(item_id: str) -> str | None:
+    return (
+        CatalogItem.objects.filter(item_id=item_id)
+        .values_list("title", flat=True)
+        .first()
+    )
+
+
+@dataclass
+class Dashboard:
+    active_blocks: int
+    scheduled_blocks: int
+    active_boosts: int
+    scheduled_boosts: int
+    boosts_ending_soon: list[Boost]
+    recent_changes: list["AuditEntry"]
+    version: int
+
+
+def dashboard(*, now: datetime | None = None, can_view_audit: bool = True) -> Dashboard:
+    now = now or timezone.now()
+    ending_soon = (
+        _with_item_title(Boost.objects.active(now))
+        .filter(ends_at__lte=now + timedelta(hours=48))
+        .order_by("ends_at")[:20]
+    )
+    return Dashboard(
+        active_blocks=Block.objects.active(now).count(),
+        scheduled_blocks=Block.objects.scheduled(now).count(),
+        active_boosts=Boost.objects.active(now).count(),
+        scheduled_boosts=Boost.objects.scheduled(now).count(),
+        boosts_ending_soon=list(ending_soon),
+        recent_changes=audit_entries_for_page(audit_log()[:10])
+        if can_view_audit
+        else [],
+        version=current_version(),
+    )
+
+
+@dataclass
+class ItemOverview:
+    item_id: str
+    catalog_item: CatalogItem | None
+    blocks: list[Block]
+    boosts: list[Boost]
+    open_blocks: list[Block]
+    open_boosts: list[Boost]
+    history: list["AuditEntry"]
+
+
+def item_overview(
+    item_id: str,
+    *,
+    include_blocks: bool,
+    include_boosts: bool,
+    now: datetime | None = None,
+) -> ItemOverview:
+    """Everything about one item: its rules in every scope, and their history."""
+    now = now or timezone.now()
+    blocks = (
+        list(
+            Block.objects.filter(item_id=item_id).select_related(
+                "created_by", "withdrawn_by"
+            )
+        )
+        if include_blocks
+        else []
+    )
+    boosts = (
+        list(
+            Boost.objects.filter(item_id=item_id).select_related(
+                "created_by", "withdrawn_by"
+            )
+        )
+        if include_boosts
+        else []
+    )
+    kinds = [
+        kind
+        for kind, wanted in (("block", include_blocks), ("boost", include_boosts))
+        if wanted
+    ]
+    return ItemOverview(
+        item_id=item_id,
+        catalog_item=CatalogItem.objects.filter(item_id=item_id).first(),
+        blocks=blocks,
+        boosts=boosts,
+        open_blocks=[rule for rule in blocks if rule.status_at(now) in OPEN_STATUSES],
+        open_boosts=[rule for rule in boosts if rule.status_at(now) in OPEN_STATUSES],
+        history=audit_entries_for_page(audit_log(item_id=item_id, kinds=kinds))
+        if kinds
+        else [],
+    )
+
+
+OPEN_STATUSES = (RuleStatus.ACTIVE, RuleStatus.SCHEDULED)
+
+
+# Audit trail -----------------------------------------------------------------------
+
+AUDITED_MODELS = {"block": Block, "boost": Boost, "surface": Surface, "region": Region}
+_HIDDEN_FIELDS = {
+    "id",
+    "history_id",
+    "history_date",
+    "history_type",
+    "history_user",
+    "history_change_reason",
+    "created_at",
+}
+
+
+@dataclass
+class AuditChange:
+    field: str
+    before: object
+    after: object
+
+
+@dataclass
+class AuditEntry:
+    """One recorded change: who, when, why, what it was before and after."""
+
+    kind: str
+    object_id: int
+    history_id: int
+    when: datetime
+    actor: str
+    action: str
+    reason: str
+    item_id: str | None
+    changes: list[AuditChange] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        return "; ".join(
+            f"{change.field}: {change.before} → {change.after}"
+            for change in self.changes
+        )
+
+
+def audit_log(
+    *,
+    kinds: list[str] | None = None,
+    actor: str = "",
+    item_id: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet:
+    """All recorded changes, newest first, as one queryset of plain rows (a UNION)."""
+    parts = []
+    for kind, model in AUDITED_MODELS.items():
+        if kinds and kind not in kinds:
+            continue
+        if item_id and kind not in ("block", "boost"):
+            continue
+        records = model.history.all()
+        if actor:
+            records = records.filter(history_user__username=actor)
+        if item_id:
+            records = records.filter(item_id=item_id)
+        if since:
+            records = records.filter(history_date__gte=since)
+        if until:
+            records = records.filter(history_date__lt=until)
+        label = (
+            F("item_id") if kind in ("block", "boost") else Cast("code", CharField())
+        )
+        parts.append(
+            records.annotate(kind=Value(kind, output_field=CharField()), label=label)
+            .values("kind", "history_id", "history_date", "label")
+            .order_by()
+        )
+    if not parts:
+        return Block.history.none().values("history_id")
+    log = parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
+    return log.order_by("-history_date", "-history_id")
+
+
+_USER_FIELDS = {"created_by", "withdrawn_by"}
+
+
+def _display(
+    value: object, field_name: str = "", usernames: dict | None = None
+) -> object:
+    if field_name in _USER_FIELDS and usernames is not None and value is not None:
+        return usernames.get(value, value)
+    if isinstance(value, datetime):
+        return iso_utc(value)
+    return "—" if value in (None, "") else value
+
+
+def _action_label(kind: str, record, changed: set[str]) -> str:
+    if record.history_type == "+":
+        return {"block": "Blocked", "boost": "Boosted"}.get(kind, f"Created {kind}")
+    if record.history_type == "-":
+        return f"Deleted {kind}"
+    if "withdrawn_at" in changed:
+        return "Lifted" if kind == "block" else "Ended early"
+    if "expiry_recorded_at" in changed:
+        return "Expired"
+    return f"Changed {kind}"
+
+
+def audit_entries_for_page(rows) -> list[AuditEntry]:
+    """Turn audit_log() rows into entries with actor, before and after (one page)."""
+    rows = list(rows)
+    wanted: dict[str, list[int]] = {}
+    for row in rows:
+        wanted.setdefault(row["kind"], []).append(row["history_id"])
+    records = {}
+    for kind, ids in wanted.items():
+        model = AUDITED_MODELS[kind]
+        for record in model.history.filter(history_id__in=ids).select_related(
+            "history_user"
+        ):
+            records[(kind, record.history_id)] = record
+    user_ids = {
+        getattr(record, name + "_id", None)
+        for record in records.values()
+        for name in _USER_FIELDS
+    } - {None}
+    usernames = dict(
+        get_user_model().objects.filter(pk__in=user_ids).values_list("pk", "username")
+    )
+    entries = []
+    for row in rows:
+        kind = row["kind"]
+        record = records[(kind, row["history_id"])]
+        previous = record.prev_record if record.history_type != "+" else None
+        if previous is not None:
+            delta = record.diff_against(previous)
+            changes = [
+                AuditChange(
+                    change.field,
+                    _display(change.old, change.field, usernames),
+                    _display(change.new, change.field, usernames),
+                )
+                for change in delta.changes
+                if change.field not in _HIDDEN_FIELDS
+            ]
+        else:
+            changes = [
+                AuditChange(
+                    f.name, "—", _display(getattr(record, f.attname), f.name, usernames)
+                )
+                for f in AUDITED_MODELS[kind]._meta.concrete_fields
+                if f.name not in _HIDDEN_FIELDS
+                and getattr(record, f.attname) not in (None, "")
+            ]
+        entries.append(
+            AuditEntry(
+                kind=kind,
+                object_id=record.id,
+                history_id=record.history_id,
+                when=record.history_date,
+                actor=record.history_user.get_username()
+                if record.history_user
+                else "system",
+                action=_action_label(
+                    kind, record, {change.field for change in changes}
+                ),
+                reason=record.history_change_reason or "",
+                item_id=getattr(record, "item_id", None),
+                changes=changes,
+            )
+        )
+    return entries

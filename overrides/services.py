@@ -1,0 +1,514 @@
+"""Every write to override rules. The UI, the REST API and the commands all call these.
+
+Each service validates, writes, records the audit entry (django-simple-history, with
+the actor and the reason) and the change-feed entry under a new override version, all
+in one transaction. The version row is locked first, so rule writes are serialized and
+the overlap checks below cannot race.
+"""
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from opsconsole.errors import ConflictError, validation_messages
+
+from .models import (
+    Block,
+    Boost,
+    CatalogItem,
+    OverrideChange,
+    OverrideRule,
+    OverrideVersion,
+    Region,
+    RuleStatus,
+    Surface,
+)
+from .selectors import rule_document
+
+# Callbacks run after each committed rule change (cache invalidation, push to
+# clients). The serving layer registers them; they receive the new version.
+_after_change_callbacks: list[Callable[[int], None]] = []
+
+
+def on_rules_changed(callback: Callable[[int], None]) -> Callable[[int], None]:
+    """Register `callback(version)` to run after every committed rule change."""
+    _after_change_callbacks.append(callback)
+    return callback
+
+
+def _reserve_versions(count: int) -> list[int]:
+    """Raise the override version by `count` and return the new numbers, in order.
+
+    The UPDATE takes the row lock (the write lock on SQLite) that serializes writers.
+    """
+    OverrideVersion.objects.filter(pk=OverrideVersion.SINGLETON_ID).update(
+        value=F("value") + count
+    )
+    last = OverrideVersion.objects.values_list("value", flat=True).get(
+        pk=OverrideVersion.SINGLETON_ID
+    )
+    return list(range(last - count + 1, last + 1))
+
+
+def _record_changes(
+    changes: list[tuple[str, OverrideRule]], versions: list[int]
+) -> None:
+    OverrideChange.objects.bulk_create(
+        OverrideChange(version=version, action=action, rule=rule_document(rule))
+        for version, (action, rule) in zip(versions, changes, strict=True)
+    )
+    last_version = versions[-1]
+    transaction.on_commit(lambda: _notify_rules_changed(last_version))
+
+
+def _notify_rules_changed(version: int) -> None:
+    for callback in _after_change_callbacks:
+        callback(version)
+
+
+def _clean_reason(reason: object, *, field_name: str = "reason") -> str:
+    text = reason.strip() if isinstance(reason, str) else ""
+    if not text:
+        raise ValidationError({field_name: "A reason is required."})
+    return text
+
+
+def _validate_scope(surface: str | None, region: str | None) -> None:
+    """Management writes accept only configured, active surfaces and regions."""
+    errors = {}
+    if (
+        surface is not None
+        and not Surface.objects.filter(code=surface, is_active=True).exists()
+    ):
+        known = ", ".join(
+            Surface.objects.filter(is_active=True).values_list("code", flat=True)
+        )
+        errors["surface"] = (
+            f"Unknown surface {surface!r}. Configured surfaces: {known}."
+        )
+    if (
+        region is not None
+        and not Region.objects.filter(code=region, is_active=True).exists()
+    ):
+        known = ", ".join(
+            Region.objects.filter(is_active=True).values_list("code", flat=True)
+        )
+        errors["region"] = f"Unknown region {region!r}. Configured regions: {known}."
+    if errors:
+        raise ValidationError(errors)
+
+
+def _describe_window(rule: OverrideRule) -> str:
+    end = rule.window_end
+    until = (
+        f"until {timezone.localtime(end):%Y-%m-%d %H:%M %Z}" if end else "with no end"
+    )
+    return f"from {timezone.localtime(rule.starts_at):%Y-%m-%d %H:%M %Z} {until}"
+
+
+def _raise_if_overlapping(rule: OverrideRule) -> None:
+    kind = type(rule)
+    clash = (
+        kind.objects.for_scope(rule.surface_id, rule.region_id)
+        .filter(item_id=rule.item_id)
+        .overlapping(starts_at=rule.starts_at, ends_at=rule.window_end)
+        .exclude(pk=rule.pk)
+        .first()
+    )
+    if clash is None:
+        return
+    noun = kind._meta.verbose_name
+    raise ConflictError(
+        f"{rule.item_id} already has an open {noun} on {clash.scope_label} "
+        f"({noun} #{clash.pk}, {_describe_window(clash)}). "
+        f"{'Lift' if kind is Block else 'End'} it first or choose another time window.",
+        existing_id=clash.pk,
+    )
+
+
+def _validate_new_rule(rule: OverrideRule, *, now: datetime) -> None:
+    """Collect every problem with a new rule into one ValidationError."""
+    errors: dict[str, list[str]] = {}
+    try:
+        _validate_scope(rule.surface_id, rule.region_id)
+    except ValidationError as error:
+        errors.update(error.message_dict)
+    try:
+        rule.full_clean(exclude=["surface", "region", "created_by"])
+    except ValidationError as error:
+        for name, messages in error.message_dict.items():
+            errors.setdefault(name, []).extend(messages)
+    end_field = rule.window_end_field
+    if (
+        rule.window_end is not None
+        and rule.window_end <= now
+        and end_field not in errors
+    ):
+        errors[end_field] = ["The end must be in the future."]
+    if errors:
+        raise ValidationError(errors)
+
+
+def _save_with_history(rule: OverrideRule, *, actor, reason: str) -> None:
+    rule._history_user = actor
+    rule._change_reason = reason
+    rule.save()
+
+
+def _prepare_block(
+    *,
+    item_id: str,
+    surface: str | None,
+    region: str | None,
+    reason: str,
+    actor: AbstractBaseUser,
+    starts_at: datetime | None,
+    expires_at: datetime | None,
+    now: datetime,
+) -> Block:
+    """Build and validate a block without saving it (shared by single and bulk)."""
+    block = Block(
+        item_id=item_id,
+        surface_id=surface or None,
+        region_id=region or None,
+        reason=reason.strip() if isinstance(reason, str) else reason,
+        created_by=actor,
+        created_at=now,
+        starts_at=starts_at or now,
+        expires_at=expires_at,
+    )
+    _validate_new_rule(block, now=now)
+    return block
+
+
+@transaction.atomic
+def block_item(
+    *,
+    item_id: str,
+    surface: str | None,
+    region: str | None,
+    reason: str,
+    actor: AbstractBaseUser,
+    starts_at: datetime | None = None,
+    expires_at: datetime | None = None,
+) -> Block:
+    """Stop showing an item in a scope, now or from `starts_at`, until `expires_at`."""
+    versions = _reserve_versions(1)
+    block = _prepare_block(
+        item_id=item_id,
+        surface=surface,
+        region=region,
+        reason=reason,
+        actor=actor,
+        starts_at=starts_at,
+        expires_at=expires_at,
+        now=timezone.now(),
+    )
+    _raise_if_overlapping(block)
+    _save_with_history(block, actor=actor, reason=block.reason)
+    _record_changes([(OverrideChange.Action.BLOCK, block)], versions)
+    return block
+
+
+def _withdraw(
+    rule: OverrideRule, *, reason: str, actor, action: str, verb: str
+) -> None:
+    reason = _clean_reason(reason)
+    now = timezone.now()
+    status = rule.status_at(now)
+    if status not in (RuleStatus.ACTIVE, RuleStatus.SCHEDULED):
+        noun = rule._meta.verbose_name
+        raise ConflictError(
+            f"{noun.capitalize()} #{rule.pk} is already "
+            f"{RuleStatus(status).label.lower()}; "
+            f"there is nothing to {verb}.",
+            existing_id=rule.pk,
+        )
+    versions = _reserve_versions(1)
+    rule.withdrawn_at = now
+    rule.withdrawn_by = actor
+    rule.withdrawal_reason = reason
+    _save_with_history(rule, actor=actor, reason=reason)
+    _record_changes([(action, rule)], versions)
+
+
+@transaction.atomic
+def lift_block(*, block_id: int, reason: str, actor: AbstractBaseUser) -> Block:
+    """Lift an active or scheduled block; the lift is itself a recorded change."""
+    block = Block.objects.select_for_update().get(pk=block_id)
+    _withdraw(
+        block,
+        reason=reason,
+        actor=actor,
+        action=OverrideChange.Action.UNBLOCK,
+        verb="lift",
+    )
+    return block
+
+
+@transaction.atomic
+def boost_create(
+    *,
+    item_id: str,
+    factor: float,
+    surface: str | None,
+    region: str | None,
+    reason: str,
+    actor: AbstractBaseUser,
+    ends_at: datetime,
+    starts_at: datetime | None = None,
+) -> Boost:
+    """Multiply an item's score by `factor` in a scope for a bounded time."""
+    versions = _reserve_versions(1)
+    now = timezone.now()
+    boost = Boost(
+        item_id=item_id,
+        factor=factor,
+        surface_id=surface or None,
+        region_id=region or None,
+        reason=reason.strip() if isinstance(reason, str) else reason,
+        created_by=actor,
+        created_at=now,
+        starts_at=starts_at or now,
+        ends_at=ends_at,
+    )
+    _validate_new_rule(boost, now=now)
+    _raise_if_overlapping(boost)
+    _save_with_history(boost, actor=actor, reason=boost.reason)
+    _record_changes([(OverrideChange.Action.BOOST, boost)], versions)
+    return boost
+
+
+@transaction.atomic
+def end_boost(*, boost_id: int, reason: str, actor: AbstractBaseUser) -> Boost:
+    """End a running or scheduled boost early; recorded like any other change."""
+    boost = Boost.objects.select_for_update().get(pk=boost_id)
+    _withdraw(
+        boost,
+        reason=reason,
+        actor=actor,
+        action=OverrideChange.Action.UNBOOST,
+        verb="end",
+    )
+    return boost
+
+
+@transaction.atomic
+def record_expired_rules(*, now: datetime | None = None) -> int:
+    """Mark rules whose window has passed, so screens and the change feed show it.
+
+    Correctness never depends on this: every read compares times itself.
+    """
+    now = now or timezone.now()
+    pending: list[tuple[str, OverrideRule]] = []
+    for model, action in (
+        (Block, OverrideChange.Action.UNBLOCK),
+        (Boost, OverrideChange.Action.UNBOOST),
+    ):
+        expired = model.objects.expired(now).filter(expiry_recorded_at__isnull=True)
+        pending.extend((action, rule) for rule in expired.select_for_update())
+    if not pending:
+        return 0
+    versions = _reserve_versions(len(pending))
+    for _action, rule in pending:
+        rule.expiry_recorded_at = now
+        _save_with_history(
+            rule,
+            actor=None,
+            reason=f"Expired at {rule.window_end.isoformat()}",
+        )
+    _record_changes(pending, versions)
+    return len(pending)
+
+
+@transaction.atomic
+def prune_change_log(*, now: datetime | None = None) -> int:
+    """Drop change-feed entries past retention; clients that far behind re-snapshot."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=settings.CHANGE_LOG_RETENTION_DAYS)
+    latest = (
+        OverrideChange.objects.order_by("-version")
+        .values_list("version", flat=True)
+        .first()
+    )
+    deleted, _ = (
+        OverrideChange.objects.filter(created_at__lt=cutoff)
+        .exclude(version=latest)
+        .delete()
+    )
+    return deleted
+
+
+# Bulk blocking ---------------------------------------------------------------------
+
+
+@dataclass
+class BulkBlockRow:
+    """One row of a bulk upload, with what validating it found."""
+
+    line: int
+    item_id: str
+    surface: str | None = None
+    region: str | None = None
+    reason: str = ""
+    starts_at: datetime | None = None
+    expires_at: datetime | None = None
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BulkBlockResult:
+    rows: list[BulkBlockRow]
+    applied: bool = False
+    blocks: list[Block] = field(default_factory=list)
+
+    @property
+    def error_count(self) -> int:
+        return sum(1 for row in self.rows if row.errors)
+
+    @property
+    def is_valid(self) -> bool:
+        return bool(self.rows) and self.error_count == 0
+
+
+def _row_messages(error: ValidationError) -> list[str]:
+    return [
+        message if name == "non_field_errors" else f"{name}: {message}"
+        for name, messages in validation_messages(error).items()
+        for message in messages
+    ]
+
+
+def _validate_bulk_rows(
+    rows: list[BulkBlockRow], *, actor, now: datetime
+) -> list[Block]:
+    known_items = set(
+        CatalogItem.objects.filter(
+            item_id__in=[row.item_id for row in rows]
+        ).values_list("item_id", flat=True)
+    )
+    seen: dict[tuple, int] = {}
+    blocks = []
+    for row in rows:
+        try:
+            block = _prepare_block(
+                item_id=row.item_id,
+                surface=row.surface,
+                region=row.region,
+                reason=row.reason,
+                actor=actor,
+                starts_at=row.starts_at,
+                expires_at=row.expires_at,
+                now=now,
+            )
+            _raise_if_overlapping(block)
+        except ValidationError as error:
+            row.errors.extend(_row_messages(error))
+            continue
+        except ConflictError as error:
+            row.errors.append(error.message)
+            continue
+        key = (block.item_id, block.surface_id, block.region_id)
+        if key in seen:
+            row.errors.append(f"Same item and scope as line {seen[key]}.")
+            continue
+        seen[key] = row.line
+        if block.item_id not in known_items:
+            row.warnings.append("Not in the catalog; it will be blocked anyway.")
+        blocks.append(block)
+    return blocks
+
+
+@transaction.atomic
+def block_items_in_bulk(
+    *, rows: Iterable[BulkBlockRow], actor: AbstractBaseUser, dry_run: bool
+) -> BulkBlockResult:
+    """Validate every row; unless `dry_run`, apply them all in one transaction, or none.
+
+    The result always carries per-row errors and warnings, so a preview and a refused
+    upload explain themselves the same way.
+    """
+    result = BulkBlockResult(rows=list(rows))
+    if not result.rows:
+        raise ValidationError({"rows": "There are no rows to block."})
+    if len(result.rows) > settings.BULK_MAX_ROWS:
+        raise ValidationError(
+            {
+                "rows": f"At most {settings.BULK_MAX_ROWS} rows at once "
+                f"(got {len(result.rows)})."
+            }
+        )
+    versions = [] if dry_run else _reserve_versions(len(result.rows))
+    blocks = _validate_bulk_rows(result.rows, actor=actor, now=timezone.now())
+    if dry_run or not result.is_valid:
+        # Nothing was written but the version bump, which this rollback undoes.
+        transaction.set_rollback(True)
+        return result
+    for block in blocks:
+        _save_with_history(block, actor=actor, reason=block.reason)
+    _record_changes(
+        [(OverrideChange.Action.BLOCK, block) for block in blocks], versions
+    )
+    result.blocks = blocks
+    result.applied = True
+    return result
+
+
+# Catalog ---------------------------------------------------------------------------
+
+
+@dataclass
+class CatalogImportResult:
+    created: int
+    updated: int
+
+
+@transaction.atomic
+def import_catalog(*, rows: Iterable[dict]) -> CatalogImportResult:
+    """Insert or update catalog items from parsed CSV rows; a bad row writes nothing."""
+    items: dict[str, CatalogItem] = {}
+    errors: dict[str, list[str]] = {}
+    for line, row in enumerate(rows, start=2):
+        item = CatalogItem(
+            item_id=(row.get("item_id") or "").strip(),
+            title=(row.get("title") or "").strip(),
+            category=(row.get("category") or "").strip(),
+            created_at=row.get("created"),
+        )
+        try:
+            item.full_clean(validate_unique=False)
+        except ValidationError as error:
+            errors[f"line {line}"] = _row_messages(error)
+            continue
+        if item.item_id in items:
+            errors[f"line {line}"] = [f"Duplicate item id {item.item_id!r}."]
+            continue
+        items[item.item_id] = item
+    if errors:
+        raise ValidationError(errors)
+    if not items:
+        raise ValidationError({"rows": "The file has no rows."})
+    existing = set(
+        CatalogItem.objects.filter(item_id__in=items).values_list("item_id", flat=True)
+    )
+    now = timezone.now()
+    for item in items.values():
+        item.imported_at = now
+    CatalogItem.objects.bulk_create(
+        items.values(),
+        update_conflicts=True,
+        unique_fields=["item_id"],
+        update_fields=["title", "category", "created_at", "imported_at"],
+        batch_size=1000,
+    )
+    return CatalogImportResult(
+        created=len(items) - len(existing), updated=len(existing)
+    )
