@@ -115,7 +115,7 @@ def rows_from_records(
 
 
 def rows_from_pasted_ids(text: str, *, defaults: dict) -> list[BulkBlockRow]:
-    """One item id per line (blank lines skipped), all with the same scope and reason."""
+    """One item id per line (blank lines skipped), all with one scope and reason."""
     lines = [
         (number, line.strip())
         for number, line in enumerate(text.splitlines(), start=1)
