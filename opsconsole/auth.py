@@ -4,6 +4,7 @@ Roles are Django groups (created by a data migration) whose model permissions ar
 the single source of truth: views and the API ask for a permission, never a role.
 """
 
+from django.contrib.auth.mixins import PermissionRequiredMixin
 from django.contrib.auth.models import Group, Permission
 from rest_framework.authentication import SessionAuthentication
 
@@ -54,3 +55,15 @@ class ConsoleSessionAuthentication(SessionAuthentication):
 
     def authenticate_header(self, request) -> str:
         return 'Session realm="opsconsole"'
+
+
+class RoleRequiredMixin(PermissionRequiredMixin):
+    """PermissionRequiredMixin whose 403 says which role would allow the page.
+
+    Anonymous visitors are sent to the login page instead.
+    """
+
+    def get_permission_denied_message(self) -> str:
+        return missing_permission_message(
+            self.request.user, self.get_permission_required()
+        )

@@ -1,6 +1,7 @@
 """Template context every page needs: the navigation the user may see, and roles."""
 
 from django.conf import settings
+from django.urls import reverse
 
 from opsconsole.auth import role_names
 
@@ -8,6 +9,7 @@ NAVIGATION = [
     ("dashboard", "Dashboard", None),
     ("overrides:block_list", "Blocklist", "overrides.view_block"),
     ("overrides:boost_list", "Boosts", "overrides.view_boost"),
+    ("overrides:item_search", "Items", "overrides.view_catalogitem"),
     ("overrides:audit", "Audit", "overrides.view_audit_trail"),
 ]
 
@@ -18,10 +20,16 @@ def console(request) -> dict:
         return {"navigation": [], "user_roles": [], "time_zone": settings.TIME_ZONE}
     return {
         "navigation": [
-            (url_name, label)
+            _nav_entry(request.path, url_name, label)
             for url_name, label, permission in NAVIGATION
             if permission is None or user.has_perm(permission)
         ],
         "user_roles": role_names(user),
         "time_zone": settings.TIME_ZONE,
     }
+
+
+def _nav_entry(path: str, url_name: str, label: str) -> dict:
+    url = reverse(url_name)
+    active = path == url if url == "/" else path.startswith(url)
+    return {"url": url, "label": label, "active": active}

@@ -39,3 +39,7 @@ urlpatterns = [
 handler403 = "opsconsole.views.permission_denied"
 handler404 = "opsconsole.views.page_not_found"
 handler500 = "opsconsole.views.server_error"
+
+admin.site.site_header = "OpsConsole settings"
+admin.site.site_title = "OpsConsole"
+admin.site.index_title = "Surfaces, regions, catalog and users"

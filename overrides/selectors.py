@@ -141,7 +141,8 @@ class Dashboard:
     version: int
 
 
-def dashboard(*, now: datetime | None = None, can_view_audit: bool = True) -> Dashboard:
+def dashboard(*, kinds: list[str], now: datetime | None = None) -> Dashboard:
+    """Counts, boosts ending within 48 h, recent changes of the kinds the user sees."""
     now = now or timezone.now()
     ending_soon = (
         _with_item_title(Boost.objects.active(now))
@@ -154,9 +155,7 @@ def dashboard(*, now: datetime | None = None, can_view_audit: bool = True) -> Da
         active_boosts=Boost.objects.active(now).count(),
         scheduled_boosts=Boost.objects.scheduled(now).count(),
         boosts_ending_soon=list(ending_soon),
-        recent_changes=audit_entries_for_page(audit_log()[:10])
-        if can_view_audit
-        else [],
+        recent_changes=audit_entries_for_page(audit_log(kinds=kinds)[:10]),
         version=current_version(),
     )
 
