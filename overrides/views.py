@@ -147,6 +147,7 @@ class RuleWithdrawView(RoleRequiredMixin, FormView):
         context = super().get_context_data(**kwargs)
         context.update(
             rule=self.rule,
+            noun=self.model._meta.verbose_name,
             verb=self.verb,
             item_title=selectors.catalog_title(self.rule.item_id),
         )

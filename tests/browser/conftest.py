@@ -1,0 +1,64 @@
+"""Headless Chromium (Debian's package) driven by Playwright against live_server."""
+
+import os
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from tests.factories import PASSWORD
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+
+# Playwright's sync API runs an event loop in this thread; the ORM calls the tests
+# make around it are ordinary synchronous ones.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def sign_in(page, live_server):
+    """`sign_in(user)`: log in through the real form and land on the dashboard."""
+
+    def _sign_in(user):
+        page.goto(f"{live_server.url}/login/")
+        page.fill("#id_username", user.username)
+        page.fill("#id_password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{live_server.url}/")
+        return page
+
+    return _sign_in
+
+
+@pytest.fixture
+def screenshot(page):
+    """`screenshot(name)`: save a full-page PNG under tests/browser/screenshots/."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+
+    def _screenshot(name: str) -> Path:
+        path = SCREENSHOTS / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return _screenshot
