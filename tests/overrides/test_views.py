@@ -3,9 +3,11 @@
 from datetime import timedelta
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
 
+from overrides import services
 from overrides.models import Block, Boost, OverrideVersion
 from tests.factories import CatalogItemFactory, make_block, make_boost
 
@@ -316,9 +318,10 @@ def test_bulk__pasted_ids__preview_writes_nothing_then_apply_writes_all(
 def test_bulk__csv_with_a_bad_row__preview_shows_it_and_apply_writes_nothing(
     agent, client_for
 ):
-    from django.core.files.uploadedfile import SimpleUploadedFile
-
-    csv_bytes = b"item_id,surface,reason\nsku-1,home,Recall\nsku 2,home,Recall\nsku-3,moon,Recall\n"
+    csv_bytes = (
+        b"item_id,surface,reason\n"
+        b"sku-1,home,Recall\nsku 2,home,Recall\nsku-3,moon,Recall\n"
+    )
     client = client_for(agent)
     upload = SimpleUploadedFile("blocks.csv", csv_bytes, content_type="text/csv")
     preview = client.post(
@@ -336,8 +339,6 @@ def test_bulk__csv_with_a_bad_row__preview_shows_it_and_apply_writes_nothing(
 
 
 def test_bulk__non_utf8_csv__clear_error_and_nothing_written(agent, client_for):
-    from django.core.files.uploadedfile import SimpleUploadedFile
-
     upload = SimpleUploadedFile(
         "blocks.csv", b"item_id\n\xff\xfesku\n", content_type="text/csv"
     )
@@ -384,8 +385,6 @@ def test_item_lookup__by_title__json_suggestions(agent, client_for):
 def test_audit__filters_and_csv_export(agent, manager, admin_user, client_for):
     block = make_block(agent, item_id="sku-1", reason="Unsafe")
     make_boost(manager, item_id="sku-2")
-    from overrides import services
-
     services.lift_block(block_id=block.pk, reason="Fixed", actor=agent)
     client = client_for(admin_user)
     page = client.get(reverse("overrides:audit"), {"actor": agent.username})
