@@ -34,6 +34,8 @@ test-services: $(INSTALLED)
 	@if $(PY) -c "import socket; [socket.create_connection(('127.0.0.1', p), 2).close() for p in (5432, 6379)]" 2>/dev/null; then \
 		echo "== PostgreSQL and Redis are reachable: running the suite against them"; \
 		DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(VENV)/bin/pytest -p no:cacheprovider; \
+	elif [ -n "$$REQUIRE_SERVICES" ]; then \
+		echo "== PostgreSQL or Redis not reachable on 127.0.0.1, and REQUIRE_SERVICES is set"; exit 1; \
 	else \
 		echo "== PostgreSQL or Redis not reachable on 127.0.0.1: suite ran on SQLite only"; \
 	fi

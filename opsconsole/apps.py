@@ -1,14 +1,18 @@
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 from django.db.models.signals import post_migrate
 
 
-def grant_admin_every_permission(sender, using="default", **kwargs) -> None:
-    """The admin role holds every permission, including those of apps added later."""
+def _sync_roles(sender, using="default", **kwargs) -> None:
+    """After every migrate (or test flush) the role groups match ROLE_PERMISSIONS,
+    so a permission added by a later app reaches admin and the roles at once."""
+    from django.contrib.auth.management import create_permissions
     from django.contrib.auth.models import Group, Permission
 
-    admin = Group.objects.using(using).filter(name="admin").first()
-    if admin is not None:
-        admin.permissions.set(Permission.objects.using(using).all())
+    from opsconsole.auth import sync_roles
+
+    for app_config in apps.get_app_configs():
+        create_permissions(app_config, verbosity=0, using=using)
+    sync_roles(Group, Permission)
 
 
 class OpsConsoleConfig(AppConfig):
@@ -18,4 +22,4 @@ class OpsConsoleConfig(AppConfig):
     verbose_name = "OpsConsole"
 
     def ready(self) -> None:
-        post_migrate.connect(grant_admin_every_permission, sender=self)
+        post_migrate.connect(_sync_roles, sender=self)

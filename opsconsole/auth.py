@@ -14,6 +14,50 @@ PRIVACY_OFFICER = "privacy_officer"
 ADMIN = "admin"
 ROLES = (SUPPORT_AGENT, ACCOUNT_MANAGER, PRIVACY_OFFICER, ADMIN)
 
+_READ_CONFIGURATION = [
+    "overrides.view_surface",
+    "overrides.view_region",
+    "overrides.view_catalogitem",
+]
+# What each role may do (contract, Authentication); admin holds every permission.
+ROLE_PERMISSIONS: dict[str, list[str]] = {
+    SUPPORT_AGENT: [
+        *_READ_CONFIGURATION,
+        "overrides.view_block",
+        "overrides.add_block",
+        "overrides.change_block",
+        "overrides.view_boost",
+    ],
+    ACCOUNT_MANAGER: [
+        *_READ_CONFIGURATION,
+        "overrides.view_boost",
+        "overrides.add_boost",
+        "overrides.change_boost",
+        "overrides.view_block",
+    ],
+    PRIVACY_OFFICER: [],
+}
+
+
+def sync_roles(group_model, permission_model) -> None:
+    """Make the role groups hold exactly ROLE_PERMISSIONS (admin: every permission).
+
+    Takes the models as arguments so the data migration can pass its historical ones.
+    """
+    for role, permissions in ROLE_PERMISSIONS.items():
+        group, _ = group_model.objects.get_or_create(name=role)
+        wanted = []
+        for permission in permissions:
+            app_label, codename = permission.split(".")
+            wanted.append(
+                permission_model.objects.get(
+                    content_type__app_label=app_label, codename=codename
+                )
+            )
+        group.permissions.set(wanted)
+    admin, _ = group_model.objects.get_or_create(name=ADMIN)
+    admin.permissions.set(permission_model.objects.all())
+
 
 def roles_with_permission(permission: str) -> list[str]:
     """Role names that grant `app_label.codename`, for "you need role X" messages."""

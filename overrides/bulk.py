@@ -91,14 +91,13 @@ def rows_from_csv(data: bytes, *, defaults: dict | None = None) -> list[BulkBloc
         )
     reader.fieldnames = header
     try:
-        records = list(reader)
+        # line_num is the file line a record ends on, so blank lines and quoted
+        # line breaks keep the numbers the user sees in their editor.
+        records = [(reader.line_num, record) for record in reader]
     except csv.Error as error:
         raise ValidationError(f"The CSV cannot be read: {error}.") from error
     _check_row_count(len(records))
-    return [
-        _row_from_record(line, record, defaults or {})
-        for line, record in enumerate(records, start=2)
-    ]
+    return [_row_from_record(line, record, defaults or {}) for line, record in records]
 
 
 def rows_from_records(

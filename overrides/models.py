@@ -8,7 +8,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MaxLengthValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
@@ -20,6 +20,20 @@ from opsconsole.identifiers import ITEM_ID_MAX_LENGTH, validate_item_id
 # the configured BOOST_MAX_FACTOR and BOOST_MAX_DAYS, which must stay below these.
 BOOST_FACTOR_CEILING = 100.0
 REASON_MAX_LENGTH = 1000
+
+
+class ItemIdField(models.CharField):
+    """An item id column whose only messages come from `validate_item_id`."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", ITEM_ID_MAX_LENGTH)
+        kwargs.setdefault("validators", [validate_item_id])
+        kwargs.setdefault("error_messages", {"blank": "Item id is required."})
+        super().__init__(**kwargs)
+        # CharField adds Django's own length check, which would repeat ours.
+        self.validators[:] = [
+            v for v in self.validators if not isinstance(v, MaxLengthValidator)
+        ]
 
 
 class Surface(models.Model):
@@ -71,9 +85,7 @@ class Region(models.Model):
 class CatalogItem(models.Model):
     """Optional product metadata so screens can show titles; rules never require it."""
 
-    item_id = models.CharField(
-        max_length=ITEM_ID_MAX_LENGTH, unique=True, validators=[validate_item_id]
-    )
+    item_id = ItemIdField(unique=True)
     title = models.CharField(max_length=300)
     category = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(
@@ -163,9 +175,7 @@ class OverrideRule(models.Model):
     window_end_field = ""
     withdrawn_status = ""
 
-    item_id = models.CharField(
-        max_length=ITEM_ID_MAX_LENGTH, validators=[validate_item_id], db_index=True
-    )
+    item_id = ItemIdField(db_index=True)
     surface = models.ForeignKey(
         Surface,
         to_field="code",
@@ -187,7 +197,9 @@ class OverrideRule(models.Model):
         help_text="Empty means every region.",
     )
     reason = models.TextField(
-        max_length=REASON_MAX_LENGTH, error_messages={"blank": "A reason is required."}
+        max_length=REASON_MAX_LENGTH,
+        validators=[MaxLengthValidator(REASON_MAX_LENGTH)],
+        error_messages={"blank": "A reason is required."},
     )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
@@ -202,7 +214,11 @@ class OverrideRule(models.Model):
         blank=True,
         related_name="+",
     )
-    withdrawal_reason = models.TextField(max_length=REASON_MAX_LENGTH, blank=True)
+    withdrawal_reason = models.TextField(
+        max_length=REASON_MAX_LENGTH,
+        blank=True,
+        validators=[MaxLengthValidator(REASON_MAX_LENGTH)],
+    )
     expiry_recorded_at = models.DateTimeField(null=True, blank=True)
 
     objects = RuleQuerySet.as_manager()
@@ -247,14 +263,21 @@ class OverrideRule(models.Model):
         return self.status in (RuleStatus.ACTIVE, RuleStatus.SCHEDULED)
 
     def clean(self) -> None:
+        """Raise every problem at once, so a form or an API answer lists them all."""
         super().clean()
-        if self.reason is not None and not self.reason.strip():
-            raise ValidationError({"reason": "A reason is required."})
+        errors = self.rule_errors()
+        if errors:
+            raise ValidationError(errors)
+
+    def rule_errors(self) -> dict[str, str]:
+        """Problems beyond single fields; subclasses add their own."""
+        errors = {}
+        if self.reason and not self.reason.strip():
+            errors["reason"] = "A reason is required."
         end = self.window_end
         if end is not None and self.starts_at is not None and end <= self.starts_at:
-            raise ValidationError(
-                {self.window_end_field: "The end must be after the start."}
-            )
+            errors[self.window_end_field] = "The end must be after the start."
+        return errors
 
 
 class Block(OverrideRule):
@@ -310,11 +333,10 @@ class Boost(OverrideRule):
     def __str__(self) -> str:
         return f"Boost #{self.pk} {self.item_id} ×{self.factor:g} ({self.scope_label})"
 
-    def clean(self) -> None:
-        super().clean()
-        errors = {}
+    def rule_errors(self) -> dict[str, str]:
+        errors = super().rule_errors()
         max_factor = settings.BOOST_MAX_FACTOR
-        if self.factor is not None and not (1 < self.factor <= max_factor):
+        if isinstance(self.factor, int | float) and not (1 < self.factor <= max_factor):
             errors["factor"] = (
                 f"The factor must be more than 1 and at most {max_factor:g} "
                 f"(got {self.factor:g})."
@@ -326,8 +348,7 @@ class Boost(OverrideRule):
                     f"A boost can last at most {settings.BOOST_MAX_DAYS} days "
                     f"(this one lasts {days:.1f})."
                 )
-        if errors:
-            raise ValidationError(errors)
+        return errors
 
 
 class OverrideVersion(models.Model):

@@ -233,6 +233,10 @@ _HIDDEN_FIELDS = {
 }
 
 
+def _or_dash(value: object) -> object:
+    return "—" if value is None else value
+
+
 @dataclass
 class AuditChange:
     field: str
@@ -310,7 +314,7 @@ def _display(
         return usernames.get(value, value)
     if isinstance(value, datetime):
         return iso_utc(value)
-    return "—" if value in (None, "") else value
+    return None if value == "" else value
 
 
 def _action_label(kind: str, record, changed: set[str]) -> str:
@@ -326,18 +330,31 @@ def _action_label(kind: str, record, changed: set[str]) -> str:
 
 
 def audit_entries_for_page(rows) -> list[AuditEntry]:
-    """Turn audit_log() rows into entries with actor, before and after (one page)."""
+    """Turn audit_log() rows into entries with actor, before and after (one page).
+
+    A few queries per page whatever its size: the page's records, their objects'
+    earlier records (to diff against), and the usernames they mention.
+    """
     rows = list(rows)
     wanted: dict[str, list[int]] = {}
     for row in rows:
         wanted.setdefault(row["kind"], []).append(row["history_id"])
     records = {}
+    previous_of = {}
     for kind, ids in wanted.items():
-        model = AUDITED_MODELS[kind]
-        for record in model.history.filter(history_id__in=ids).select_related(
-            "history_user"
-        ):
-            records[(kind, record.history_id)] = record
+        history = AUDITED_MODELS[kind].history
+        page_records = list(
+            history.filter(history_id__in=ids).select_related("history_user")
+        )
+        records.update({(kind, record.history_id): record for record in page_records})
+        timeline = history.filter(
+            id__in={record.id for record in page_records},
+            history_date__lte=max(record.history_date for record in page_records),
+        ).order_by("id", "history_date", "history_id")
+        latest_by_object = {}
+        for record in timeline:
+            previous_of[(kind, record.history_id)] = latest_by_object.get(record.id)
+            latest_by_object[record.id] = record
     user_ids = {
         getattr(record, name + "_id", None)
         for record in records.values()
@@ -350,7 +367,9 @@ def audit_entries_for_page(rows) -> list[AuditEntry]:
     for row in rows:
         kind = row["kind"]
         record = records[(kind, row["history_id"])]
-        previous = record.prev_record if record.history_type != "+" else None
+        previous = previous_of.get((kind, record.history_id))
+        if record.history_type == "+":
+            previous = None
         if previous is not None:
             delta = record.diff_against(previous)
             changes = [
@@ -365,7 +384,9 @@ def audit_entries_for_page(rows) -> list[AuditEntry]:
         else:
             changes = [
                 AuditChange(
-                    f.name, "—", _display(getattr(record, f.attname), f.name, usernames)
+                    f.name,
+                    None,
+                    _display(getattr(record, f.attname), f.name, usernames),
                 )
                 for f in AUDITED_MODELS[kind]._meta.concrete_fields
                 if f.name not in _HIDDEN_FIELDS

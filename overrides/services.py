@@ -20,6 +20,7 @@ from django.utils import timezone
 from opsconsole.errors import ConflictError, validation_messages
 
 from .models import (
+    REASON_MAX_LENGTH,
     Block,
     Boost,
     CatalogItem,
@@ -73,10 +74,14 @@ def _notify_rules_changed(version: int) -> None:
         callback(version)
 
 
-def _clean_reason(reason: object, *, field_name: str = "reason") -> str:
+def _clean_reason(reason: object) -> str:
     text = reason.strip() if isinstance(reason, str) else ""
     if not text:
-        raise ValidationError({field_name: "A reason is required."})
+        raise ValidationError({"reason": "A reason is required."})
+    if len(text) > REASON_MAX_LENGTH:
+        raise ValidationError(
+            {"reason": f"At most {REASON_MAX_LENGTH} characters (it has {len(text)})."}
+        )
     return text
 
 

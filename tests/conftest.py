@@ -1,6 +1,10 @@
 """Shared fixtures: one user per role, clients signed in as them, fast hashing."""
 
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from django.core.cache import cache
@@ -10,6 +14,7 @@ from opsconsole.auth import ROLES
 
 from .factories import UserFactory
 
+ROOT = Path(__file__).resolve().parent.parent
 SERVICES_CONFIGURED = bool(os.environ.get("REDIS_URL")) and os.environ.get(
     "DATABASE_URL", ""
 ).startswith("postgres")
@@ -76,3 +81,71 @@ def _client_for(user) -> Client:
 def client_for():
     """`client_for(user)`: a test client signed in as that user."""
     return _client_for
+
+
+@pytest.fixture
+def celery_worker(transactional_db, tmp_path):
+    """A real Celery worker process on this test database and Redis (services pass).
+
+    Yields the queue name to send tasks to; the worker is stopped before the test
+    database is flushed.
+    """
+    from django.db import connection
+
+    queue = f"opsconsole-test-{os.getpid()}"
+    database = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": (
+            f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/"
+            f"{database['NAME']}"
+        ),
+        "CELERY_QUEUE": queue,
+    }
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "w") as log:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "opsconsole",
+                "worker",
+                "--pool=solo",
+                "-Q",
+                queue,
+                "--loglevel=INFO",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    deadline = time.monotonic() + 60
+    while "ready" not in log_path.read_text():
+        if worker.poll() is not None or time.monotonic() > deadline:
+            worker.kill()
+            raise RuntimeError(f"Celery worker did not start:\n{log_path.read_text()}")
+        time.sleep(0.2)
+    yield queue
+    worker.terminate()
+    try:
+        worker.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+
+
+def wait_until(condition, *, timeout: float = 20.0, interval: float = 0.1):
+    """Poll `condition()` until it returns something truthy; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")

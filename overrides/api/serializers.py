@@ -1,0 +1,315 @@
+"""Shapes of the override API's requests and responses (contract, Overrides).
+
+Input serializers check only types and presence; every rule (identifier format,
+configured scopes, factor bounds, time windows, overlaps) is the service's, so the
+UI, the API and the commands refuse the same things with the same messages.
+"""
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from opsconsole.identifiers import ITEM_ID_MAX_LENGTH
+from overrides import selectors
+from overrides.models import Block, Boost
+
+from .filters import BLOCK_STATUSES, BOOST_STATUSES
+
+# Input fields ----------------------------------------------------------------------
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string only: a number is a client bug, not an id or a reason."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": ITEM_ID_MAX_LENGTH,
+        "description": f"1–{ITEM_ID_MAX_LENGTH} characters, no whitespace or "
+        "control characters; case-sensitive. Need not be in the catalog.",
+    }
+)
+class ItemIdField(StrictCharField):
+    """Passed on untrimmed: " sku-1" is refused by the service, not silently fixed."""
+
+    def __init__(self, **kwargs):
+        super().__init__(trim_whitespace=False, **kwargs)
+
+
+class NumberField(serializers.FloatField):
+    """A finite JSON number; "2" and true are refused rather than converted."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+def _scope_field(noun: str, example: str) -> StrictCharField:
+    return StrictCharField(
+        allow_null=True,
+        help_text=f"A configured {noun} code (e.g. {example}), or null for every "
+        f"{noun}. Required, so that 'everywhere' is always a deliberate choice.",
+    )
+
+
+def _reason_field(help_text: str) -> StrictCharField:
+    return StrictCharField(allow_blank=True, trim_whitespace=False, help_text=help_text)
+
+
+class BlockCreateSerializer(serializers.Serializer):
+    item_id = ItemIdField()
+    surface = _scope_field("surface", "home")
+    region = _scope_field("region", "SG")
+    reason = _reason_field("Why the item is blocked; kept in the audit trail.")
+    starts_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="Default: now."
+    )
+    expires_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="Default (or null): permanent."
+    )
+
+
+class BoostCreateSerializer(serializers.Serializer):
+    item_id = ItemIdField()
+    factor = NumberField(
+        help_text="Score multiplier: more than 1, at most BOOST_MAX_FACTOR (5)."
+    )
+    surface = _scope_field("surface", "home")
+    region = _scope_field("region", "SG")
+    reason = _reason_field("Why the item is boosted; kept in the audit trail.")
+    starts_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="Default: now."
+    )
+    ends_at = serializers.DateTimeField(
+        help_text="At most BOOST_MAX_DAYS (90) days after the start."
+    )
+
+
+class WithdrawSerializer(serializers.Serializer):
+    reason = _reason_field("Why; kept in the audit trail.")
+
+
+class BulkQuerySerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField(
+        default=False,
+        help_text="Validate and report without writing anything.",
+    )
+
+
+class BulkRowSerializer(serializers.Serializer):
+    """One object of a JSON bulk upload (documentation: bulk.py parses the rows)."""
+
+    item_id = serializers.CharField()
+    surface = serializers.CharField(required=False, allow_null=True)
+    region = serializers.CharField(required=False, allow_null=True)
+    reason = serializers.CharField()
+    starts_at = serializers.DateTimeField(required=False, allow_null=True)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+# Output ----------------------------------------------------------------------------
+
+
+class BlankAsNullCharField(serializers.CharField):
+    """An empty model text (no lift yet) reads as null, like the other lift fields."""
+
+    def to_representation(self, value):
+        return value or None
+
+
+class RuleSerializer(serializers.ModelSerializer):
+    """What blocks and boosts share; rules come from the selectors (item_title)."""
+
+    item_title = serializers.CharField(
+        read_only=True, allow_null=True, help_text="Null when not in the catalog."
+    )
+    surface = serializers.CharField(
+        source="surface_id", read_only=True, allow_null=True
+    )
+    region = serializers.CharField(source="region_id", read_only=True, allow_null=True)
+    created_by = serializers.CharField(source="created_by.username", read_only=True)
+    warnings = serializers.SerializerMethodField()
+
+    def get_warnings(self, rule) -> list[str]:
+        if rule.item_title is None:
+            return [f"Item {rule.item_id} is not in the catalog."]
+        return []
+
+
+class BlockSerializer(RuleSerializer):
+    """A block as the API shows it; the lift fields are null until it is lifted."""
+
+    status = serializers.ChoiceField(choices=BLOCK_STATUSES, read_only=True)
+    lifted_at = serializers.DateTimeField(
+        source="withdrawn_at", read_only=True, allow_null=True
+    )
+    lifted_by = serializers.CharField(
+        source="withdrawn_by.username", read_only=True, allow_null=True
+    )
+    lift_reason = BlankAsNullCharField(
+        source="withdrawal_reason", read_only=True, allow_null=True
+    )
+
+    class Meta:
+        model = Block
+        fields = [
+            "id",
+            "item_id",
+            "item_title",
+            "surface",
+            "region",
+            "reason",
+            "status",
+            "starts_at",
+            "expires_at",
+            "created_at",
+            "created_by",
+            "lifted_at",
+            "lifted_by",
+            "lift_reason",
+            "warnings",
+        ]
+        read_only_fields = fields
+
+
+class BoostSerializer(RuleSerializer):
+    """A boost as the API shows it; the end fields are null unless ended early."""
+
+    status = serializers.ChoiceField(choices=BOOST_STATUSES, read_only=True)
+    ended_at = serializers.DateTimeField(
+        source="withdrawn_at", read_only=True, allow_null=True
+    )
+    ended_by = serializers.CharField(
+        source="withdrawn_by.username", read_only=True, allow_null=True
+    )
+    end_reason = BlankAsNullCharField(
+        source="withdrawal_reason", read_only=True, allow_null=True
+    )
+
+    class Meta:
+        model = Boost
+        fields = [
+            "id",
+            "item_id",
+            "item_title",
+            "factor",
+            "surface",
+            "region",
+            "reason",
+            "status",
+            "starts_at",
+            "ends_at",
+            "created_at",
+            "created_by",
+            "ended_at",
+            "ended_by",
+            "end_reason",
+            "warnings",
+        ]
+        read_only_fields = fields
+
+
+class BulkRowReportSerializer(serializers.Serializer):
+    line = serializers.IntegerField(
+        help_text="Line in the CSV (the header is line 1), or position in the list."
+    )
+    item_id = serializers.CharField()
+    surface = serializers.CharField(allow_null=True)
+    region = serializers.CharField(allow_null=True)
+    errors = serializers.ListField(child=serializers.CharField())
+    warnings = serializers.ListField(child=serializers.CharField())
+    block_id = serializers.IntegerField(
+        allow_null=True, help_text="The new block, once applied."
+    )
+
+
+class BulkReportSerializer(serializers.Serializer):
+    """Renders a services.BulkBlockResult; `dry_run` comes from the context."""
+
+    applied = serializers.BooleanField()
+    dry_run = serializers.SerializerMethodField()
+    created = serializers.SerializerMethodField()
+    errors = serializers.IntegerField(
+        source="error_count", help_text="Rows with errors."
+    )
+    rows = serializers.SerializerMethodField()
+
+    def get_dry_run(self, result) -> bool:
+        return self.context["dry_run"]
+
+    def get_created(self, result) -> int:
+        return len(result.blocks)
+
+    @extend_schema_field(BulkRowReportSerializer(many=True))
+    def get_rows(self, result) -> list[dict]:
+        # Applied means every row made a block, in order.
+        block_ids = [block.pk for block in result.blocks] or [None] * len(result.rows)
+        return [
+            {
+                "line": row.line,
+                "item_id": row.item_id,
+                "surface": row.surface,
+                "region": row.region,
+                "errors": row.errors,
+                "warnings": row.warnings,
+                "block_id": block_id,
+            }
+            for row, block_id in zip(result.rows, block_ids, strict=True)
+        ]
+
+
+class AuditChangeSerializer(serializers.Serializer):
+    field = serializers.CharField()
+    before = serializers.JSONField(help_text="null when there was no value.")
+    after = serializers.JSONField()
+
+
+class AuditEntrySerializer(serializers.Serializer):
+    """Renders selectors.AuditEntry."""
+
+    kind = serializers.ChoiceField(choices=list(selectors.AUDITED_MODELS))
+    object_id = serializers.IntegerField()
+    history_id = serializers.IntegerField()
+    when = serializers.DateTimeField()
+    actor = serializers.CharField(help_text='Username, or "system" for the sweep.')
+    action = serializers.CharField()
+    reason = serializers.CharField()
+    item_id = serializers.CharField(allow_null=True)
+    changes = AuditChangeSerializer(many=True)
+
+
+# Errors (schema only: opsconsole.errors renders them) -----------------------------
+
+
+class ApiErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="e.g. invalid, conflict, not_found.")
+    message = serializers.CharField()
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="Messages per request field; non_field_errors for the rest.",
+    )
+    existing_id = serializers.IntegerField(
+        required=False, help_text="On a 409: the rule the request clashes with."
+    )
+
+
+class ApiErrorSerializer(serializers.Serializer):
+    error = ApiErrorDetailSerializer()
+
+
+class BulkErrorSerializer(ApiErrorSerializer):
+    """A refused bulk upload: the contract's error, plus the per-row report when the
+    rows could be read (a file that cannot be read has no rows to report)."""
+
+    applied = serializers.BooleanField(required=False)
+    dry_run = serializers.BooleanField(required=False)
+    created = serializers.IntegerField(required=False)
+    errors = serializers.IntegerField(required=False, help_text="Rows with errors.")
+    rows = BulkRowReportSerializer(many=True, required=False)
