@@ -4,12 +4,15 @@ SQLite does it with triggers, PostgreSQL with CHECK and exclusion constraints; e
 test here must pass on both (the suite runs once per database).
 """
 
+import threading
 from datetime import timedelta
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from opsconsole.errors import ConflictError
+from overrides import services
 from overrides.models import Block, Boost
 from tests.factories import UserFactory
 
@@ -336,3 +339,35 @@ def test_boost_insert__empty_reason__integrity_error(actor, now):
         _insert_boost(actor, starts_at=now, ends_at=now + DAY, reason="")
 
     assert Boost.objects.count() == 0
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_block_item__two_agents_at_once__one_block_and_one_conflict(agent):
+    """The version row lock serializes writers, so the overlap check cannot race."""
+    barrier = threading.Barrier(2)
+    outcomes = []
+
+    def attempt():
+        barrier.wait()
+        try:
+            services.block_item(
+                item_id="sku-race",
+                surface="home",
+                region="SA",
+                reason="Race",
+                actor=agent,
+            )
+            outcomes.append("blocked")
+        except ConflictError:
+            outcomes.append("conflict")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=attempt) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes) == ["blocked", "conflict"]
+    assert Block.objects.filter(item_id="sku-race").count() == 1
