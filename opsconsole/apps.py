@@ -22,4 +22,6 @@ class OpsConsoleConfig(AppConfig):
     verbose_name = "OpsConsole"
 
     def ready(self) -> None:
+        from opsconsole import schema  # noqa: F401  (registers schema extensions)
+
         post_migrate.connect(_sync_roles, sender=self)

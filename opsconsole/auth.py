@@ -4,9 +4,17 @@ Roles are Django groups (created by a data migration) whose model permissions ar
 the single source of truth: views and the API ask for a permission, never a role.
 """
 
+import threading
+import time
+
+from django.conf import settings
 from django.contrib.auth.mixins import PermissionRequiredMixin
 from django.contrib.auth.models import Group, Permission
-from rest_framework.authentication import SessionAuthentication
+from django.core.cache import cache
+from django.utils import timezone
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, SessionAuthentication
+from rest_framework.throttling import BaseThrottle
 
 SUPPORT_AGENT = "support_agent"
 ACCOUNT_MANAGER = "account_manager"
@@ -111,3 +119,109 @@ class RoleRequiredMixin(PermissionRequiredMixin):
         return missing_permission_message(
             self.request.user, self.get_permission_required()
         )
+
+
+# API keys --------------------------------------------------------------------------
+
+# Lookups are cached in-process for a few seconds so the serving path does not hit the
+# database on every request; a revocation is seen at once here, within this TTL
+# elsewhere.
+API_KEY_CACHE_SECONDS = 5.0
+LAST_USED_RESOLUTION_SECONDS = 60.0
+_key_cache: dict[str, tuple[float, object]] = {}
+_key_cache_lock = threading.Lock()
+_QUERY_KEY_PARAMETERS = {"api_key", "apikey", "key", "token", "access_token"}
+
+
+def forget_api_key(key_hash: str) -> None:
+    with _key_cache_lock:
+        _key_cache.pop(key_hash, None)
+
+
+def _lookup_api_key(key_hash: str):
+    from opsconsole.models import ApiKey
+
+    now = time.monotonic()
+    cached = _key_cache.get(key_hash)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    key = (
+        ApiKey.objects.select_related("user")
+        .filter(key_hash=key_hash, revoked_at__isnull=True)
+        .first()
+    )
+    with _key_cache_lock:
+        _key_cache[key_hash] = (now + API_KEY_CACHE_SECONDS, key)
+    return key
+
+
+def _touch_last_used(key) -> None:
+    """Record use at most once a minute per key, so reads stay reads."""
+    now = timezone.now()
+    last = key.last_used_at
+    if last is None or (now - last).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
+        key.last_used_at = now
+        type(key).objects.filter(pk=key.pk).update(last_used_at=now)
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """`Authorization: Bearer <key>`; a key in the query string is refused."""
+
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        from opsconsole.services import KEY_PREFIX, hash_api_key
+
+        for name, value in request.query_params.items():
+            if name.lower() in _QUERY_KEY_PARAMETERS or value.startswith(KEY_PREFIX):
+                raise exceptions.AuthenticationFailed(
+                    "API keys are not accepted in the query string (it ends up in "
+                    "logs); send `Authorization: Bearer <key>`."
+                )
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return None
+        keyword, _, raw_key = header.partition(" ")
+        if keyword != self.keyword:
+            return None
+        raw_key = raw_key.strip()
+        key = _lookup_api_key(hash_api_key(raw_key)) if raw_key else None
+        if key is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+        _touch_last_used(key)
+        return key.user, key
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="opsconsole"'
+
+
+class ApiKeyRateThrottle(BaseThrottle):
+    """Requests per minute per API key (a fixed window counted in the cache).
+
+    People signed in to the UI are not throttled here; login throttling is separate.
+    """
+
+    window_seconds = 60
+
+    def allow_request(self, request, view) -> bool:
+        from opsconsole.models import ApiKey
+
+        key = request.auth
+        if not isinstance(key, ApiKey):
+            return True
+        limit = key.rate_limit_per_minute or settings.API_KEY_RATE_LIMIT_PER_MINUTE
+        now = time.time()
+        window = int(now // self.window_seconds)
+        counter = f"ratelimit:{key.pk}:{window}"
+        try:
+            count = cache.incr(counter)
+        except ValueError:
+            if cache.add(counter, 1, timeout=self.window_seconds + 5):
+                count = 1
+            else:
+                count = cache.incr(counter)
+        self._retry_after = (window + 1) * self.window_seconds - now
+        return count <= limit
+
+    def wait(self) -> float:
+        return max(1.0, self._retry_after)

@@ -1,5 +1,63 @@
-"""Project-wide models (API keys arrive with the serving issue).
+"""API keys: how machines (serving layers, scripts) authenticate (contract)."""
 
-The module exists so Django sends this app's post_migrate signal, which keeps the
-role groups in sync (see apps.py).
-"""
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class ApiKeyScope(models.TextChoices):
+    SERVING_READ = "serving:read", "Serving reads (snapshot, rank, changes, heartbeat)"
+    PREDICTIONS_WRITE = "predictions:write", "Log predictions"
+    EXPLANATIONS_READ = "explanations:read", "Read explanations"
+    OVERRIDES_WRITE = "overrides:write", "Manage blocks and boosts"
+    PRIVACY_WRITE = "privacy:write", "Register opt-outs and deletion requests"
+
+
+class ApiKey(models.Model):
+    """A machine credential. Only its SHA-256 is stored; the key is shown once.
+
+    Each key acts through its own service account (`user`), so rules it writes say
+    which key made them in the audit trail.
+    """
+
+    name = models.SlugField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=16, help_text="The key's first characters.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    scopes = models.JSONField(default=list)
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="api_key"
+    )
+    rate_limit_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Empty: API_KEY_RATE_LIMIT_PER_MINUTE."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes

@@ -18,8 +18,10 @@ METHOD_ACTIONS = {
 class RolePermission(BasePermission):
     """Maps the HTTP method (or the view's named action) to a model permission.
 
-    A view may set `required_permissions = {"lift": "overrides.change_block"}` keyed by
-    viewset action or HTTP method; otherwise the queryset's model and the method decide.
+    A view may set `required_permissions = {"lift": "overrides.change_block"}` keyed
+    by viewset action or HTTP method; otherwise the queryset's model and the method
+    decide. API keys are checked against the view's `api_key_scope` instead (a scope,
+    or a dict by action or method); a view without one refuses keys.
     """
 
     message = "You do not have permission to do this."
@@ -34,7 +36,25 @@ class RolePermission(BasePermission):
         verb = METHOD_ACTIONS.get(request.method, "change")
         return [f"{model._meta.app_label}.{verb}_{model._meta.model_name}"]
 
+    def required_scope(self, request, view) -> str | None:
+        scope = getattr(view, "api_key_scope", None)
+        if isinstance(scope, dict):
+            return scope.get(getattr(view, "action", None)) or scope.get(request.method)
+        return scope
+
     def has_permission(self, request, view) -> bool:
+        from opsconsole.models import ApiKey
+
+        if isinstance(request.auth, ApiKey):
+            scope = self.required_scope(request, view)
+            if scope is not None and request.auth.has_scope(scope):
+                return True
+            self.message = (
+                f"This API key lacks the scope {scope}."
+                if scope
+                else "API keys cannot use this endpoint; sign in instead."
+            )
+            return False
         user = request.user
         if not user or not user.is_authenticated:
             return False

@@ -48,6 +48,26 @@ SECRET_KEY = os.environ.get("SECRET_KEY") or (_DEMO_SECRET_KEY if DEBUG else "")
 if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG=0.")
 
+
+def _secret_from_var(name: str, env_name: str) -> str:
+    """A secret from the environment; in DEBUG, one generated once into var/."""
+    value = os.environ.get(env_name, "")
+    if value:
+        return value
+    if not DEBUG:
+        raise ImproperlyConfigured(f"{env_name} must be set when DEBUG=0.")
+    path = VAR_DIR / name
+    if not path.exists():
+        import secrets
+
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+# Customer ids are stored only as HMAC-SHA256 with this key (contract, Identifiers).
+CUSTOMER_ID_HMAC_KEY = _secret_from_var("customer-id-hmac.key", "CUSTOMER_ID_HMAC_KEY")
+
 ALLOWED_HOSTS = env_list(
     "ALLOWED_HOSTS", "127.0.0.1,localhost" + (",testserver" if DEBUG else "")
 )
@@ -198,14 +218,25 @@ BOOST_MAX_DAYS = env_int("BOOST_MAX_DAYS", 90)
 BOOST_DEFAULT_DAYS = env_int("BOOST_DEFAULT_DAYS", 14)
 CHANGE_LOG_RETENTION_DAYS = env_int("CHANGE_LOG_RETENTION_DAYS", 14)
 
+# Serving read path.
+API_KEY_RATE_LIMIT_PER_MINUTE = env_int("API_KEY_RATE_LIMIT_PER_MINUTE", 600_000)
+SERVING_INSTANCE_ACTIVE_MINUTES = env_int("SERVING_INSTANCE_ACTIVE_MINUTES", 5)
+SERVING_MAX_CANDIDATES = 10_000
+SERVING_CHANGES_PAGE = env_int("SERVING_CHANGES_PAGE", 5_000)
+OVERRIDES_CHANNEL = os.environ.get("OVERRIDES_CHANNEL", "opsconsole:overrides")
+
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["opsconsole.auth.ConsoleSessionAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "opsconsole.auth.ApiKeyAuthentication",
+        "opsconsole.auth.ConsoleSessionAuthentication",
+    ],
+    "DEFAULT_THROTTLE_CLASSES": ["opsconsole.auth.ApiKeyRateThrottle"],
     "DEFAULT_PERMISSION_CLASSES": ["opsconsole.permissions.RolePermission"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "opsconsole.pagination.ConsolePagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["opsconsole.parsers.LimitedJSONParser"],
     "EXCEPTION_HANDLER": "opsconsole.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }

@@ -220,6 +220,9 @@ class OverrideRule(models.Model):
         validators=[MaxLengthValidator(REASON_MAX_LENGTH)],
     )
     expiry_recorded_at = models.DateTimeField(null=True, blank=True)
+    changed_version = models.PositiveBigIntegerField(
+        default=0, help_text="Override version of this rule's latest change."
+    )
 
     objects = RuleQuerySet.as_manager()
     history = HistoricalRecords(
@@ -381,3 +384,65 @@ class OverrideChange(models.Model):
 
     def __str__(self) -> str:
         return f"v{self.version} {self.action} {self.rule.get('item_id')}"
+
+
+class ServingInstance(models.Model):
+    """A serving process that reports the override version it has loaded."""
+
+    name = models.CharField(max_length=128, unique=True)
+    version = models.PositiveBigIntegerField()
+    last_seen_at = models.DateTimeField()
+    api_key = models.ForeignKey(
+        "opsconsole.ApiKey", on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} at v{self.version}"
+
+
+class OptOutKind(models.TextChoices):
+    PERSONALIZATION = "personalization", "No personalisation"
+    TRAINING = "training", "No use for training"
+
+
+class OptOut(models.Model):
+    """A customer's objection to one use of their data, by hashed customer id.
+
+    Withdrawn opt-outs are kept (withdrawn_at set) so the register shows its history.
+    """
+
+    customer_hash = models.CharField(max_length=64, db_index=True)
+    kind = models.CharField(max_length=32, choices=OptOutKind.choices)
+    source = models.CharField(
+        max_length=200, help_text="Where it came from, e.g. a ticket id."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+"
+    )
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    withdrawal_source = models.CharField(max_length=200, blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer_hash", "kind"],
+                condition=Q(withdrawn_at__isnull=True),
+                name="one_active_optout_per_customer_and_kind",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Opt-out {self.kind} {self.customer_hash[:12]}…"

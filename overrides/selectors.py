@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import CharField, F, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Cast
@@ -14,10 +15,14 @@ from .models import (
     Block,
     Boost,
     CatalogItem,
+    OptOut,
+    OptOutKind,
+    OverrideChange,
     OverrideRule,
     OverrideVersion,
     Region,
     RuleStatus,
+    ServingInstance,
     Surface,
 )
 
@@ -46,6 +51,153 @@ def current_version() -> int:
     return OverrideVersion.objects.values_list("value", flat=True).get(
         pk=OverrideVersion.SINGLETON_ID
     )
+
+
+def _scope_filter(surface: str | None, region: str | None) -> Q:
+    """Rules that can apply in a scope: theirs or "all". No parameter: every rule."""
+    condition = Q()
+    if surface is not None:
+        condition &= Q(surface__isnull=True) | Q(surface_id=surface)
+    if region is not None:
+        condition &= Q(region__isnull=True) | Q(region_id=region)
+    return condition
+
+
+def serving_snapshot(
+    *,
+    surface: str | None = None,
+    region: str | None = None,
+    now: datetime | None = None,
+) -> dict:
+    """Every rule in force or scheduled that can apply to the scope (contract, Serving).
+
+    The version is read first, so the rules are at least that new; clients replay
+    changes from it, which is harmless for rules they already have.
+    """
+    now = now or timezone.now()
+    version = current_version()
+    scope = _scope_filter(surface, region)
+    blocks = (
+        Block.objects.current_or_scheduled(now)
+        .filter(scope)
+        .order_by("id")
+        .values_list("id", "item_id", "surface", "region", "starts_at", "expires_at")
+    )
+    boosts = (
+        Boost.objects.current_or_scheduled(now)
+        .filter(scope)
+        .order_by("id")
+        .values_list(
+            "id", "item_id", "factor", "surface", "region", "starts_at", "ends_at"
+        )
+    )
+    return {
+        "version": version,
+        "generated_at": iso_utc(now),
+        "blocked": [
+            {
+                "id": rule_id,
+                "item_id": item_id,
+                "surface": rule_surface,
+                "region": rule_region,
+                "starts_at": iso_utc(starts_at),
+                "expires_at": iso_utc(expires_at),
+            }
+            for (
+                rule_id,
+                item_id,
+                rule_surface,
+                rule_region,
+                starts_at,
+                expires_at,
+            ) in (blocks)
+        ],
+        "boosts": [
+            {
+                "id": rule_id,
+                "item_id": item_id,
+                "factor": factor,
+                "surface": rule_surface,
+                "region": rule_region,
+                "starts_at": iso_utc(starts_at),
+                "ends_at": iso_utc(ends_at),
+            }
+            for (
+                rule_id,
+                item_id,
+                factor,
+                rule_surface,
+                rule_region,
+                starts_at,
+                ends_at,
+            ) in boosts
+        ],
+    }
+
+
+class ChangesGone(Exception):
+    """The change feed no longer holds changes that old: take a snapshot."""
+
+
+def changes_since(since: int, *, limit: int) -> tuple[int, list[dict], bool]:
+    """(current version, changes after `since` in order, whether more remain)."""
+    version = current_version()
+    oldest = (
+        OverrideChange.objects.order_by("version")
+        .values_list("version", flat=True)
+        .first()
+    )
+    if since < version and (oldest is None or since < oldest - 1):
+        raise ChangesGone(
+            f"Changes after version {since} are no longer kept "
+            f"(oldest kept: {oldest}); fetch a snapshot."
+        )
+    rows = list(
+        OverrideChange.objects.filter(version__gt=since, version__lte=version)
+        .order_by("version")
+        .values_list("version", "action", "rule")[: limit + 1]
+    )
+    changes = [
+        {"version": change_version, "action": action, "rule": rule}
+        for change_version, action, rule in rows[:limit]
+    ]
+    return version, changes, len(rows) > limit
+
+
+def opted_out(customer_hashes: list[str]) -> dict[str, set[str]]:
+    """{kind: hashes among those given with an active opt-out of that kind}."""
+    found: dict[str, set[str]] = {kind: set() for kind in OptOutKind.values}
+    for customer_hash, kind in OptOut.objects.filter(
+        customer_hash__in=customer_hashes, withdrawn_at__isnull=True
+    ).values_list("customer_hash", "kind"):
+        found[kind].add(customer_hash)
+    return found
+
+
+def is_opted_out(customer_hash: str, kind: str) -> bool:
+    return OptOut.objects.filter(
+        customer_hash=customer_hash, kind=kind, withdrawn_at__isnull=True
+    ).exists()
+
+
+def serving_instances(*, now: datetime | None = None) -> list[ServingInstance]:
+    return list(ServingInstance.objects.all())
+
+
+def active_serving_instances(*, now: datetime | None = None) -> list[ServingInstance]:
+    """Instances that reported within SERVING_INSTANCE_ACTIVE_MINUTES."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(minutes=settings.SERVING_INSTANCE_ACTIVE_MINUTES)
+    return list(ServingInstance.objects.filter(last_seen_at__gte=cutoff))
+
+
+def live_counts(rules, *, now: datetime | None = None) -> dict[int, tuple[int, int]]:
+    """{rule pk: (instances at or past its latest change, active instances)}."""
+    versions = [instance.version for instance in active_serving_instances(now=now)]
+    return {
+        rule.pk: (sum(1 for v in versions if v >= rule.changed_version), len(versions))
+        for rule in rules
+    }
 
 
 def active_surfaces() -> QuerySet[Surface]:
@@ -230,6 +382,7 @@ _HIDDEN_FIELDS = {
     "history_user",
     "history_change_reason",
     "created_at",
+    "changed_version",
 }
 
 

@@ -6,7 +6,7 @@ in one transaction. The version row is locked first, so rule writes are serializ
 the overlap checks below cannot race.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -17,31 +17,27 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from opsconsole.customer_ids import hash_customer_id
 from opsconsole.errors import ConflictError, validation_messages
+from opsconsole.identifiers import validate_item_id
 
+from . import serving
 from .models import (
     REASON_MAX_LENGTH,
     Block,
     Boost,
     CatalogItem,
+    OptOut,
+    OptOutKind,
     OverrideChange,
     OverrideRule,
     OverrideVersion,
     Region,
     RuleStatus,
+    ServingInstance,
     Surface,
 )
 from .selectors import rule_document
-
-# Callbacks run after each committed rule change (cache invalidation, push to
-# clients). The serving layer registers them; they receive the new version.
-_after_change_callbacks: list[Callable[[int], None]] = []
-
-
-def on_rules_changed(callback: Callable[[int], None]) -> Callable[[int], None]:
-    """Register `callback(version)` to run after every committed rule change."""
-    _after_change_callbacks.append(callback)
-    return callback
 
 
 def _reserve_versions(count: int) -> list[int]:
@@ -66,12 +62,7 @@ def _record_changes(
         for version, (action, rule) in zip(versions, changes, strict=True)
     )
     last_version = versions[-1]
-    transaction.on_commit(lambda: _notify_rules_changed(last_version))
-
-
-def _notify_rules_changed(version: int) -> None:
-    for callback in _after_change_callbacks:
-        callback(version)
+    transaction.on_commit(lambda: serving.announce_version(last_version))
 
 
 def _clean_reason(reason: object) -> str:
@@ -217,6 +208,7 @@ def block_item(
         now=timezone.now(),
     )
     _raise_if_overlapping(block)
+    block.changed_version = versions[0]
     _save_with_history(block, actor=actor, reason=block.reason)
     _record_changes([(OverrideChange.Action.BLOCK, block)], versions)
     return block
@@ -240,6 +232,7 @@ def _withdraw(
     rule.withdrawn_at = now
     rule.withdrawn_by = actor
     rule.withdrawal_reason = reason
+    rule.changed_version = versions[0]
     _save_with_history(rule, actor=actor, reason=reason)
     _record_changes([(action, rule)], versions)
 
@@ -286,6 +279,7 @@ def boost_create(
     )
     _validate_new_rule(boost, now=now)
     _raise_if_overlapping(boost)
+    boost.changed_version = versions[0]
     _save_with_history(boost, actor=actor, reason=boost.reason)
     _record_changes([(OverrideChange.Action.BOOST, boost)], versions)
     return boost
@@ -322,8 +316,9 @@ def record_expired_rules(*, now: datetime | None = None) -> int:
     if not pending:
         return 0
     versions = _reserve_versions(len(pending))
-    for _action, rule in pending:
+    for (_action, rule), version in zip(pending, versions, strict=True):
         rule.expiry_recorded_at = now
+        rule.changed_version = version
         _save_with_history(
             rule,
             actor=None,
@@ -457,7 +452,8 @@ def block_items_in_bulk(
         # Nothing was written but the version bump, which this rollback undoes.
         transaction.set_rollback(True)
         return result
-    for block in blocks:
+    for block, version in zip(blocks, versions, strict=True):
+        block.changed_version = version
         _save_with_history(block, actor=actor, reason=block.reason)
     _record_changes(
         [(OverrideChange.Action.BLOCK, block) for block in blocks], versions
@@ -517,3 +513,117 @@ def import_catalog(*, rows: Iterable[dict]) -> CatalogImportResult:
     return CatalogImportResult(
         created=len(items) - len(existing), updated=len(existing)
     )
+
+
+# Opt-outs --------------------------------------------------------------------------
+
+
+def _validate_kinds(kinds: object) -> list[str]:
+    if not isinstance(kinds, list | tuple) or not kinds:
+        raise ValidationError(
+            {"kinds": f"Give one or more of: {', '.join(OptOutKind.values)}."}
+        )
+    unknown = sorted({str(kind) for kind in kinds} - set(OptOutKind.values))
+    if unknown:
+        raise ValidationError(
+            {
+                "kinds": f"Unknown kind(s): {', '.join(unknown)}. "
+                f"Known: {', '.join(OptOutKind.values)}."
+            }
+        )
+    return sorted(set(kinds))
+
+
+def _validate_source(source: object) -> str:
+    text = source.strip() if isinstance(source, str) else ""
+    if not text:
+        raise ValidationError({"source": "Say where this came from, e.g. a ticket id."})
+    if len(text) > 200:
+        raise ValidationError({"source": "At most 200 characters."})
+    return text
+
+
+@transaction.atomic
+def optout_register(
+    *, customer_id: str, kinds: list[str], source: str, actor=None
+) -> list[OptOut]:
+    """Opt a customer out of the given uses; serving sees it on its next request.
+
+    Registering an opt-out that is already active changes nothing (idempotent).
+    """
+    try:
+        customer_hash = hash_customer_id(customer_id)
+    except ValidationError as error:
+        raise ValidationError({"customer_id": error.messages}) from error
+    kinds = _validate_kinds(kinds)
+    source = _validate_source(source)
+    active = set(
+        OptOut.objects.select_for_update()
+        .filter(customer_hash=customer_hash, withdrawn_at__isnull=True)
+        .values_list("kind", flat=True)
+    )
+    created = []
+    for kind in kinds:
+        if kind in active:
+            continue
+        optout = OptOut(
+            customer_hash=customer_hash, kind=kind, source=source, created_by=actor
+        )
+        optout._history_user = actor
+        optout._change_reason = source
+        optout.save()
+        created.append(optout)
+    return created
+
+
+@transaction.atomic
+def optout_withdraw(
+    *, customer_id: str, kinds: list[str], source: str, actor=None
+) -> list[OptOut]:
+    """Withdraw active opt-outs of these kinds; the records stay, marked withdrawn."""
+    try:
+        customer_hash = hash_customer_id(customer_id)
+    except ValidationError as error:
+        raise ValidationError({"customer_id": error.messages}) from error
+    kinds = _validate_kinds(kinds)
+    source = _validate_source(source)
+    withdrawn = []
+    now = timezone.now()
+    for optout in OptOut.objects.select_for_update().filter(
+        customer_hash=customer_hash, kind__in=kinds, withdrawn_at__isnull=True
+    ):
+        optout.withdrawn_at = now
+        optout.withdrawn_by = actor
+        optout.withdrawal_source = source
+        optout._history_user = actor
+        optout._change_reason = source
+        optout.save()
+        withdrawn.append(optout)
+    return withdrawn
+
+
+# Serving instances -----------------------------------------------------------------
+
+
+def record_heartbeat(*, instance: str, version: int, api_key=None) -> ServingInstance:
+    """Remember which override version a serving instance runs, and when it said so."""
+    errors = {}
+    try:
+        validate_item_id(instance)
+    except ValidationError as error:
+        errors["instance"] = [
+            message.replace("Item id", "Instance name") for message in error.messages
+        ]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        errors["version"] = ["A whole number, 0 or more."]
+    if errors:
+        raise ValidationError(errors)
+    serving_instance, _ = ServingInstance.objects.update_or_create(
+        name=instance,
+        defaults={
+            "version": version,
+            "last_seen_at": timezone.now(),
+            "api_key": api_key,
+        },
+    )
+    return serving_instance

@@ -80,6 +80,7 @@ def test_check_deploy__production_settings__no_warning(tmp_path):
         DEBUG="0",
         SECRET_KEY="x7Rk2pVq9LmZ4tYw8NcB3hJd6FsQ1aGe5UoXiTlKvMnCbWyRzPq",
         ALLOWED_HOSTS="console.example.com",
+        CUSTOMER_ID_HMAC_KEY="a" * 64,
         OPSCONSOLE_VAR_DIR=str(tmp_path),
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,4 +1,4 @@
-"""REST API routes for blocks, boosts and the audit trail (contract, Overrides).
+"""REST API routes (contract): overrides management, audit, and the serving reads.
 
 The contract's paths have no trailing slash; SimpleRouter, not DefaultRouter, so no
 browsable root view appears without a permission of its own.
@@ -7,7 +7,7 @@ browsable root view appears without a permission of its own.
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from . import views
+from . import serving, views
 
 router = SimpleRouter(trailing_slash=False)
 router.register("blocks", views.BlockViewSet, basename="block")
@@ -16,4 +16,15 @@ router.register("boosts", views.BoostViewSet, basename="boost")
 urlpatterns = [
     *router.urls,
     path("audit", views.AuditTrailView.as_view(), name="audit-trail"),
+    path("serving/snapshot", serving.SnapshotView.as_view(), name="serving-snapshot"),
+    path("serving/rank", serving.RankView.as_view(), name="serving-rank"),
+    path(
+        "serving/optouts/check",
+        serving.OptOutCheckView.as_view(),
+        name="serving-optouts-check",
+    ),
+    path("serving/changes", serving.ChangesView.as_view(), name="serving-changes"),
+    path(
+        "serving/heartbeat", serving.HeartbeatView.as_view(), name="serving-heartbeat"
+    ),
 ]

@@ -7,7 +7,6 @@ ConflictError (409); opsconsole.errors renders both in the contract's error form
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, ValidationError
-from drf_spectacular.authentication import SessionScheme
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -37,17 +36,6 @@ from .serializers import (
     BulkRowSerializer,
     WithdrawSerializer,
 )
-
-
-class ConsoleSessionScheme(SessionScheme):
-    """Describes the console's session authentication in /api/schema/ (cookieAuth).
-
-    It belongs beside opsconsole.auth; it lives here until that module has a schema
-    home, and registers itself on import like every drf-spectacular extension.
-    """
-
-    target_class = "opsconsole.auth.ConsoleSessionAuthentication"
-
 
 _ERROR_DESCRIPTIONS = {
     400: "Invalid input: `error.fields` names each field and what is wrong.",
@@ -120,6 +108,7 @@ class BlockViewSet(
 
     serializer_class = BlockSerializer
     filterset_class = BlockFilterSet
+    api_key_scope = "overrides:write"
     required_permissions = {
         "lift": "overrides.change_block",
         "bulk": "overrides.add_block",
@@ -227,6 +216,7 @@ class BoostViewSet(
 
     serializer_class = BoostSerializer
     filterset_class = BoostFilterSet
+    api_key_scope = "overrides:write"
     required_permissions = {"end": "overrides.change_boost"}
 
     def get_queryset(self):

@@ -325,6 +325,13 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 ("expiry_recorded_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "changed_version",
+                    models.PositiveBigIntegerField(
+                        default=0,
+                        help_text="Override version of this rule's latest change.",
+                    ),
+                ),
                 ("history_change_reason", models.TextField(null=True)),
                 ("factor", models.FloatField()),
                 ("ends_at", models.DateTimeField()),
@@ -443,6 +450,13 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 ("expiry_recorded_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "changed_version",
+                    models.PositiveBigIntegerField(
+                        default=0,
+                        help_text="Override version of this rule's latest change.",
+                    ),
+                ),
                 ("history_change_reason", models.TextField(null=True)),
                 (
                     "expires_at",
@@ -568,6 +582,13 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 ("expiry_recorded_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "changed_version",
+                    models.PositiveBigIntegerField(
+                        default=0,
+                        help_text="Override version of this rule's latest change.",
+                    ),
+                ),
                 ("factor", models.FloatField()),
                 ("ends_at", models.DateTimeField()),
                 (
@@ -681,6 +702,13 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 ("expiry_recorded_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "changed_version",
+                    models.PositiveBigIntegerField(
+                        default=0,
+                        help_text="Override version of this rule's latest change.",
+                    ),
+                ),
                 (
                     "expires_at",
                     models.DateTimeField(

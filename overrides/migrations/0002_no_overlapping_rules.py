@@ -3,6 +3,10 @@
 PostgreSQL gets exclusion constraints over time ranges (btree_gist); SQLite gets
 triggers with the same condition. The services check first to give a clear 409; this
 makes sure nothing that bypasses them (a shell, a bug) can break the rule.
+
+On SQLite, a later migration that rebuilds overrides_block or overrides_boost (most
+AlterField/AddField operations do) drops these triggers: such a migration must run
+`add_overlap_guards` again. tests/overrides/test_constraints.py fails if it does not.
 """
 
 from django.db import migrations

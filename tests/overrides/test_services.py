@@ -913,11 +913,11 @@ def test_change_log__block_with_default_start__times_are_iso_utc_z(agent, now):
     assert datetime.fromisoformat(document["expires_at"]) == now + DAY
 
 
-def test_on_rules_changed__after_commit__callback_gets_new_version(
+def test_rule_change__after_commit__new_version_is_announced(
     agent, monkeypatch, django_capture_on_commit_callbacks
 ):
     seen: list[int] = []
-    monkeypatch.setattr(services, "_after_change_callbacks", [seen.append])
+    monkeypatch.setattr(services.serving, "announce_version", seen.append)
 
     with django_capture_on_commit_callbacks(execute=True):
         make_block(agent)

@@ -1,0 +1,355 @@
+"""Serving endpoints (contract, Serving): API keys with `serving:read` only.
+
+These run on every recommendation request, so the bodies are checked by small
+hand-written functions rather than DRF serializers (which cost microseconds per
+field on 10,000 candidates); the checks and their messages are the contract's.
+"""
+
+import math
+import re
+
+from django.conf import settings
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from opsconsole.auth import ApiKeyAuthentication
+from opsconsole.customer_ids import hash_customer_id, hash_customer_ids
+from opsconsole.errors import ConsoleError, error_body
+from overrides import selectors, services, serving
+from overrides.models import OptOutKind
+
+from .serializers import ApiErrorSerializer
+
+# Identifier rule (contract) as one regular expression: no whitespace, no control or
+# invisible formatting characters.
+_ID_PATTERN = re.compile(
+    r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]+"
+)
+
+
+class ServingError(ConsoleError):
+    """A 400 with the field it is about."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}", fields={field: [message]})
+
+
+def _scope_value(data: dict, name: str) -> str | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ServingError(name, "A string or null.")
+    return value or None
+
+
+def _valid_id(value: object, max_length: int) -> bool:
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= max_length
+        and _ID_PATTERN.fullmatch(value) is not None
+    )
+
+
+def parse_candidates(value: object) -> list[dict]:
+    """1 to SERVING_MAX_CANDIDATES {"item_id", "score"}: unique ids, finite scores."""
+    limit = settings.SERVING_MAX_CANDIDATES
+    if not isinstance(value, list) or not value:
+        raise ServingError("candidates", f"A list of 1 to {limit} candidates.")
+    if len(value) > limit:
+        raise ServingError(
+            "candidates", f"At most {limit} candidates (got {len(value)})."
+        )
+    seen = set()
+    candidates = []
+    for index, candidate in enumerate(value):
+        if not isinstance(candidate, dict):
+            raise ServingError("candidates", f"Item {index} is not an object.")
+        item_id = candidate.get("item_id")
+        score = candidate.get("score")
+        if not _valid_id(item_id, 128):
+            raise ServingError(
+                "candidates",
+                f"Item {index}: item_id must be 1-128 characters without whitespace "
+                "or control characters.",
+            )
+        if (
+            isinstance(score, bool)
+            or not isinstance(score, int | float)
+            or not math.isfinite(score)
+        ):
+            raise ServingError(
+                "candidates", f"Item {index}: score must be a finite number."
+            )
+        if item_id in seen:
+            raise ServingError(
+                "candidates", f"Item {index}: duplicate item_id {item_id!r}."
+            )
+        seen.add(item_id)
+        candidates.append({"item_id": item_id, "score": score})
+    return candidates
+
+
+def _body(request) -> dict:
+    if not isinstance(request.data, dict):
+        raise ConsoleError("The body must be a JSON object.")
+    return request.data
+
+
+class ServingView(APIView):
+    """API keys only (never a staff session), scope serving:read."""
+
+    authentication_classes = [ApiKeyAuthentication]
+    api_key_scope = "serving:read"
+
+
+# Schema-only serializers: they describe the contract's shapes in /api/schema/.
+class _SnapshotBlockSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    item_id = serializers.CharField()
+    surface = serializers.CharField(allow_null=True)
+    region = serializers.CharField(allow_null=True)
+    starts_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+
+
+class _SnapshotBoostSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    item_id = serializers.CharField()
+    factor = serializers.FloatField()
+    surface = serializers.CharField(allow_null=True)
+    region = serializers.CharField(allow_null=True)
+    starts_at = serializers.DateTimeField()
+    ends_at = serializers.DateTimeField()
+
+
+class SnapshotSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    generated_at = serializers.DateTimeField()
+    blocked = _SnapshotBlockSerializer(many=True)
+    boosts = _SnapshotBoostSerializer(many=True)
+
+
+class _CandidateSerializer(serializers.Serializer):
+    item_id = serializers.CharField(max_length=128)
+    score = serializers.FloatField()
+
+
+class RankRequestSerializer(serializers.Serializer):
+    customer_id = serializers.CharField(required=False, max_length=256)
+    surface = serializers.CharField(required=False, allow_null=True)
+    region = serializers.CharField(required=False, allow_null=True)
+    candidates = _CandidateSerializer(many=True)
+
+
+class _RankedItemSerializer(serializers.Serializer):
+    item_id = serializers.CharField()
+    score = serializers.FloatField()
+    original_score = serializers.FloatField()
+    boosted = serializers.BooleanField()
+    rule_id = serializers.IntegerField(required=False, help_text="The boost applied.")
+
+
+class _RemovedItemSerializer(serializers.Serializer):
+    item_id = serializers.CharField()
+    reason = serializers.CharField()
+    rule_id = serializers.IntegerField(help_text="The block that removed it.")
+
+
+class RankResponseSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    personalized = serializers.BooleanField()
+    items = _RankedItemSerializer(many=True)
+    removed = _RemovedItemSerializer(many=True)
+
+
+class OptOutCheckRequestSerializer(serializers.Serializer):
+    customer_ids = serializers.ListField(child=serializers.CharField(max_length=256))
+
+
+class OptOutCheckResponseSerializer(serializers.Serializer):
+    personalization = serializers.ListField(child=serializers.CharField())
+    training = serializers.ListField(child=serializers.CharField())
+
+
+class _ChangeSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    action = serializers.ChoiceField(choices=["block", "unblock", "boost", "unboost"])
+    rule = serializers.DictField()
+
+
+class ChangesResponseSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    changes = _ChangeSerializer(many=True)
+    has_more = serializers.BooleanField(help_text="Ask again from the last version.")
+
+
+class HeartbeatRequestSerializer(serializers.Serializer):
+    instance = serializers.CharField(max_length=128)
+    version = serializers.IntegerField(min_value=0)
+
+
+class HeartbeatResponseSerializer(serializers.Serializer):
+    version = serializers.IntegerField(help_text="The console's current version.")
+
+
+_ERRORS = {
+    400: OpenApiResponse(ApiErrorSerializer, description="Invalid input."),
+    401: OpenApiResponse(ApiErrorSerializer, description="No, bad or revoked API key."),
+    403: OpenApiResponse(ApiErrorSerializer, description="The key lacks serving:read."),
+    429: OpenApiResponse(
+        ApiErrorSerializer, description="Rate limit; see Retry-After."
+    ),
+}
+
+
+def _etag_matches(header: str, version: int) -> bool:
+    tags = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return f'"{version}"' in tags or "*" in tags
+
+
+class SnapshotView(ServingView):
+    """Every rule that can apply to a scope, scheduled ones included; ETag/304."""
+
+    @extend_schema(
+        tags=["serving"],
+        summary="Snapshot of the rules for a scope",
+        parameters=[
+            OpenApiParameter("surface", str, description="Any surface; omitted: all."),
+            OpenApiParameter("region", str, description="Any region; omitted: all."),
+        ],
+        responses={
+            200: SnapshotSerializer,
+            304: OpenApiResponse(description="Not modified: If-None-Match matched."),
+            **_ERRORS,
+        },
+    )
+    def get(self, request):
+        surface = request.query_params.get("surface") or None
+        region = request.query_params.get("region") or None
+        if_none_match = request.headers.get("If-None-Match")
+        if if_none_match:
+            version = serving.current_version()
+            if _etag_matches(if_none_match, version):
+                response = HttpResponse(status=304)
+                response["ETag"] = f'"{version}"'
+                return response
+        version, body = serving.snapshot_json(surface=surface, region=region)
+        response = HttpResponse(body, content_type="application/json")
+        response["ETag"] = f'"{version}"'
+        response["Cache-Control"] = "no-cache"
+        return response
+
+
+class RankView(ServingView):
+    """Apply the rules in force now to one request's candidates."""
+
+    @extend_schema(
+        tags=["serving"],
+        summary="Rank candidates under the rules in force now",
+        request=RankRequestSerializer,
+        responses={200: RankResponseSerializer, 413: ApiErrorSerializer, **_ERRORS},
+    )
+    def post(self, request):
+        data = _body(request)
+        surface = _scope_value(data, "surface")
+        region = _scope_value(data, "region")
+        candidates = parse_candidates(data.get("candidates"))
+        personalized = True
+        customer_id = data.get("customer_id")
+        if customer_id is not None:
+            try:
+                customer_hash = hash_customer_id(customer_id)
+            except Exception as error:
+                raise ServingError(
+                    "customer_id",
+                    "1-256 characters without whitespace or control characters.",
+                ) from error
+            personalized = not selectors.is_opted_out(
+                customer_hash, OptOutKind.PERSONALIZATION
+            )
+        rules = serving.ruleset()
+        result = rules.rank(candidates, surface=surface, region=region)
+        return Response(
+            {
+                "version": rules.version,
+                "personalized": personalized,
+                "items": result.items,
+                "removed": result.removed,
+            }
+        )
+
+
+class OptOutCheckView(ServingView):
+    """Which of these customers opted out of personalisation or training."""
+
+    @extend_schema(
+        tags=["serving"],
+        summary="Check customers against the opt-out register",
+        request=OptOutCheckRequestSerializer,
+        responses={200: OptOutCheckResponseSerializer, **_ERRORS},
+    )
+    def post(self, request):
+        raw_ids = _body(request).get("customer_ids")
+        limit = settings.SERVING_MAX_CANDIDATES
+        if not isinstance(raw_ids, list) or not 1 <= len(raw_ids) <= limit:
+            raise ServingError("customer_ids", f"A list of 1 to {limit} customer ids.")
+        if not all(_valid_id(raw, 256) for raw in raw_ids):
+            raise ServingError(
+                "customer_ids",
+                "Each id: 1-256 characters without whitespace or control characters.",
+            )
+        by_hash = hash_customer_ids(raw_ids)
+        found = selectors.opted_out(list(by_hash))
+        return Response(
+            {
+                kind: sorted({by_hash[customer_hash] for customer_hash in hashes})
+                for kind, hashes in found.items()
+            }
+        )
+
+
+class ChangesView(ServingView):
+    """Rule changes after a version; 410 when that is older than the history kept."""
+
+    @extend_schema(
+        tags=["serving"],
+        summary="Changes since a version",
+        parameters=[OpenApiParameter("since", int, required=True)],
+        responses={
+            200: ChangesResponseSerializer,
+            410: OpenApiResponse(ApiErrorSerializer, description="Take a snapshot."),
+            **_ERRORS,
+        },
+    )
+    def get(self, request):
+        raw = request.query_params.get("since", "")
+        if not raw.isdigit():
+            raise ServingError("since", "A version number (a whole number, 0 or more).")
+        try:
+            version, changes, has_more = selectors.changes_since(
+                int(raw), limit=settings.SERVING_CHANGES_PAGE
+            )
+        except selectors.ChangesGone as gone:
+            return Response(error_body("gone", str(gone)), status=410)
+        return Response({"version": version, "changes": changes, "has_more": has_more})
+
+
+class HeartbeatView(ServingView):
+    """A serving instance says which version it runs, for the live status page."""
+
+    @extend_schema(
+        tags=["serving"],
+        summary="Report the version an instance runs",
+        request=HeartbeatRequestSerializer,
+        responses={200: HeartbeatResponseSerializer, **_ERRORS},
+    )
+    def post(self, request):
+        data = _body(request)
+        services.record_heartbeat(
+            instance=data.get("instance"),
+            version=data.get("version"),
+            api_key=request.auth,
+        )
+        return Response({"version": serving.current_version()})

@@ -1,0 +1,105 @@
+"""The serving read path's moving parts: the current version, its announcement, and
+the in-process copy of the rules that `rank` evaluates.
+
+The version lives in the cache when Redis is configured (set by the write services on
+commit, so every process sees it at once) and is read from the database otherwise.
+`rank` compares it with its in-process RuleSet and rebuilds that copy only when a rule
+changed, so the common case touches no table of rules.
+"""
+
+import json
+import logging
+import threading
+
+from django.conf import settings
+from django.core.cache import cache
+
+from opsconsole_client.rules import RuleSet
+
+from . import selectors
+
+logger = logging.getLogger(__name__)
+
+VERSION_CACHE_KEY = "overrides:version"
+SNAPSHOT_CACHE_SECONDS = 3600
+
+_ruleset: RuleSet | None = None
+_ruleset_lock = threading.Lock()
+
+
+def announce_version(version: int) -> None:
+    """After a rule change commits: share the new version and push it to clients."""
+    if not settings.REDIS_URL:
+        return
+    try:
+        cache.set(VERSION_CACHE_KEY, version, timeout=None)
+        _redis().publish(settings.OVERRIDES_CHANNEL, json.dumps({"version": version}))
+    except Exception:
+        # The change is committed; readers fall back to the database and clients
+        # to polling. Losing the push must not turn a saved change into an error.
+        cache.delete(VERSION_CACHE_KEY)
+        logger.exception("Could not announce override version %s", version)
+
+
+def _redis():
+    from django_redis import get_redis_connection
+
+    return get_redis_connection("default")
+
+
+def current_version() -> int:
+    """The committed override version, from Redis when configured, else the database."""
+    if settings.REDIS_URL:
+        try:
+            version = cache.get(VERSION_CACHE_KEY)
+            if version is not None:
+                return version
+            version = selectors.current_version()
+            # add(), not set(): never overwrite a newer version announced meanwhile.
+            cache.add(VERSION_CACHE_KEY, version, timeout=None)
+            return version
+        except Exception:
+            logger.warning(
+                "Redis unavailable; reading the override version from the database"
+            )
+    return selectors.current_version()
+
+
+def ruleset() -> RuleSet:
+    """The rules at the current version, rebuilt from the database only on change."""
+    global _ruleset
+    version = current_version()
+    rules = _ruleset
+    if rules is not None and rules.version >= version:
+        return rules
+    with _ruleset_lock:
+        if _ruleset is None or _ruleset.version < version:
+            _ruleset = RuleSet.from_document(selectors.serving_snapshot())
+        return _ruleset
+
+
+def forget_ruleset() -> None:
+    """Drop the in-process copy (tests, and after the database is replaced)."""
+    global _ruleset
+    with _ruleset_lock:
+        _ruleset = None
+
+
+def snapshot_json(*, surface: str | None, region: str | None) -> tuple[int, bytes]:
+    """(version, the snapshot document as JSON bytes), cached per version and scope."""
+    version = current_version()
+    key = f"overrides:snapshot:{version}:{surface or '*'}:{region or '*'}"
+    try:
+        cached = cache.get(key)
+    except Exception:
+        cached = None
+    if cached is not None:
+        return version, cached
+    document = selectors.serving_snapshot(surface=surface, region=region)
+    body = json.dumps(document, separators=(",", ":")).encode()
+    if document["version"] == version:
+        try:
+            cache.set(key, body, timeout=SNAPSHOT_CACHE_SECONDS)
+        except Exception:
+            logger.warning("Could not cache the snapshot for %s", key)
+    return document["version"], body
