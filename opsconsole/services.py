@@ -48,7 +48,7 @@ def api_key_create(
         rate_limit_per_minute=rate_limit_per_minute,
     )
     try:
-        key.full_clean(exclude=["user", "key_hash", "prefix"])
+        key.full_clean(exclude=["user", "key_hash", "prefix", "scopes"])
     except ValidationError as error:
         errors.update(error.message_dict)
     if errors:

@@ -21,6 +21,9 @@ from . import selectors
 logger = logging.getLogger(__name__)
 
 VERSION_CACHE_KEY = "overrides:version"
+# A short TTL bounds staleness if a process dies between its commit and announcing
+# it: readers then fall back to the database within these seconds.
+VERSION_CACHE_SECONDS = 5
 SNAPSHOT_CACHE_SECONDS = 3600
 
 _ruleset: RuleSet | None = None
@@ -32,7 +35,7 @@ def announce_version(version: int) -> None:
     if not settings.REDIS_URL:
         return
     try:
-        cache.set(VERSION_CACHE_KEY, version, timeout=None)
+        cache.set(VERSION_CACHE_KEY, version, timeout=VERSION_CACHE_SECONDS)
         _redis().publish(settings.OVERRIDES_CHANNEL, json.dumps({"version": version}))
     except Exception:
         # The change is committed; readers fall back to the database and clients
@@ -56,7 +59,7 @@ def current_version() -> int:
                 return version
             version = selectors.current_version()
             # add(), not set(): never overwrite a newer version announced meanwhile.
-            cache.add(VERSION_CACHE_KEY, version, timeout=None)
+            cache.add(VERSION_CACHE_KEY, version, timeout=VERSION_CACHE_SECONDS)
             return version
         except Exception:
             logger.warning(

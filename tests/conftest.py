@@ -38,9 +38,17 @@ def _fast_password_hashing(settings):
 
 @pytest.fixture(autouse=True)
 def _clean_cache():
+    """Each test starts with empty caches: Django's, API keys', the serving rules'."""
+    from opsconsole import auth
+    from overrides import serving
+
     cache.clear()
+    auth._key_cache.clear()
+    serving.forget_ruleset()
     yield
     cache.clear()
+    auth._key_cache.clear()
+    serving.forget_ruleset()
 
 
 @pytest.fixture
@@ -149,3 +157,25 @@ def wait_until(condition, *, timeout: float = 20.0, interval: float = 0.1):
             return result
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+@pytest.fixture
+def api_key_for(db):
+    """`api_key_for(*scopes, **options)`: a raw API key with those scopes."""
+    from opsconsole.services import api_key_create
+
+    counter = iter(range(1, 1000))
+
+    def _make(*scopes: str, **options) -> str:
+        _key, raw_key = api_key_create(
+            name=f"test-key-{next(counter)}", scopes=list(scopes), **options
+        )
+        return raw_key
+
+    return _make
+
+
+@pytest.fixture
+def serving_client(api_key_for):
+    """A test client that sends a `serving:read` key on every request."""
+    return Client(HTTP_AUTHORIZATION=f"Bearer {api_key_for('serving:read')}")
