@@ -5,12 +5,19 @@ from django.urls import reverse
 
 from opsconsole.auth import role_names
 
+# (url name, label, permission): None for everyone, a tuple for any one of them.
 NAVIGATION = [
     ("dashboard", "Dashboard", None),
     ("overrides:block_list", "Blocklist", "overrides.view_block"),
     ("overrides:boost_list", "Boosts", "overrides.view_boost"),
     ("overrides:item_search", "Items", "overrides.view_catalogitem"),
+    (
+        "overrides:serving_status",
+        "Serving",
+        ("overrides.view_block", "overrides.view_boost"),
+    ),
     ("overrides:audit", "Audit", "overrides.view_audit_trail"),
+    ("apikey_list", "API keys", "opsconsole.view_apikey"),
 ]
 
 
@@ -22,11 +29,19 @@ def console(request) -> dict:
         "navigation": [
             _nav_entry(request.path, url_name, label)
             for url_name, label, permission in NAVIGATION
-            if permission is None or user.has_perm(permission)
+            if _may_see(user, permission)
         ],
         "user_roles": role_names(user),
         "time_zone": settings.TIME_ZONE,
     }
+
+
+def _may_see(user, permission: str | tuple[str, ...] | None) -> bool:
+    if permission is None:
+        return True
+    if isinstance(permission, str):
+        return user.has_perm(permission)
+    return any(user.has_perm(alternative) for alternative in permission)
 
 
 def _nav_entry(path: str, url_name: str, label: str) -> dict:

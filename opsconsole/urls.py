@@ -23,6 +23,17 @@ urlpatterns = [
         auth_views.PasswordChangeDoneView.as_view(),
         name="password_change_done",
     ),
+    path("settings/api-keys/", views.ApiKeyListView.as_view(), name="apikey_list"),
+    path(
+        "settings/api-keys/new/",
+        views.ApiKeyCreateView.as_view(),
+        name="apikey_create",
+    ),
+    path(
+        "settings/api-keys/<int:pk>/revoke/",
+        views.ApiKeyRevokeView.as_view(),
+        name="apikey_revoke",
+    ),
     path("", include("overrides.urls")),
     path("api/v1/", include("overrides.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -191,13 +191,17 @@ def active_serving_instances(*, now: datetime | None = None) -> list[ServingInst
     return list(ServingInstance.objects.filter(last_seen_at__gte=cutoff))
 
 
-def live_counts(rules, *, now: datetime | None = None) -> dict[int, tuple[int, int]]:
-    """{rule pk: (instances at or past its latest change, active instances)}."""
-    versions = [instance.version for instance in active_serving_instances(now=now)]
-    return {
-        rule.pk: (sum(1 for v in versions if v >= rule.changed_version), len(versions))
+def live_counts(rules) -> list[tuple[int, int]]:
+    """For each rule, in order: (active instances at or past its latest change,
+    active instances). One query for the whole list, whatever mix of kinds."""
+    versions = [instance.version for instance in active_serving_instances()]
+    return [
+        (
+            sum(1 for version in versions if version >= rule.changed_version),
+            len(versions),
+        )
         for rule in rules
-    }
+    ]
 
 
 def active_surfaces() -> QuerySet[Surface]:

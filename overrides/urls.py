@@ -1,4 +1,4 @@
-"""Pages for blocks, boosts, items and the audit trail."""
+"""Pages for blocks, boosts, items, serving and the audit trail."""
 
 from django.urls import path
 
@@ -17,6 +17,12 @@ urlpatterns = [
     path("items/", views.ItemSearchView.as_view(), name="item_search"),
     path("items/lookup.json", views.ItemLookupView.as_view(), name="item_lookup"),
     path("items/<path:item_id>/", views.ItemDetailView.as_view(), name="item_detail"),
+    path("serving/", views.ServingStatusView.as_view(), name="serving_status"),
+    path(
+        "serving/preview/",
+        views.ServingPreviewView.as_view(),
+        name="serving_preview",
+    ),
     path("audit/", views.AuditView.as_view(), name="audit"),
     path("audit/export.csv", views.AuditExportView.as_view(), name="audit_export"),
 ]

@@ -1,7 +1,11 @@
-"""Pages for blocks, boosts, items and the audit trail. Thin: parse, call, render."""
+"""Pages for blocks, boosts, items, serving and the audit trail. Thin: parse, call,
+render."""
 
 import csv
+from dataclasses import dataclass
+from datetime import datetime
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -9,32 +13,42 @@ from django.http import HttpResponseRedirect, JsonResponse, StreamingHttpRespons
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic import FormView, ListView, TemplateView
 
 from opsconsole.auth import RoleRequiredMixin
 from opsconsole.errors import ConflictError
+from opsconsole.forms import apply_service_errors
 from opsconsole.times import iso_utc
 
-from . import bulk, selectors, services
+from . import bulk, selectors, services, serving
 from .forms import (
     AuditFilterForm,
     BlockForm,
     BoostForm,
     BulkBlockForm,
+    RankPreviewForm,
     RuleFilterForm,
     WithdrawForm,
 )
-from .models import Block, Boost
+from .models import Block, Boost, OptOutKind
 
 PAGE_SIZE = 25
+# The preview's tables stop here; 10,000 rows would bury what the rules changed.
+PREVIEW_ROWS = 250
 
 
-def _apply_service_errors(form, error: ValidationError) -> None:
-    """Show a service's ValidationError beside the fields it names."""
-    for field_name, field_messages in error.message_dict.items():
-        target = field_name if field_name in form.fields else None
-        for message in field_messages:
-            form.add_error(target, message)
+def _with_live_counts(rules: list) -> list:
+    """Give each open rule `live` = (instances running its latest change, active
+    instances), for the whole list at once; closed rules get None."""
+    open_rules = [rule for rule in rules if rule.is_open]
+    for rule in rules:
+        rule.live = None
+    for rule, live in zip(open_rules, selectors.live_counts(open_rules), strict=True):
+        rule.live = live
+    return rules
 
 
 class RuleListView(RoleRequiredMixin, ListView):
@@ -52,9 +66,11 @@ class RuleListView(RoleRequiredMixin, ListView):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
+        rules = _with_live_counts(list(context["object_list"]))
         query = self.request.GET.copy()
         query.pop("page", None)
         context.update(
+            object_list=rules,
             filter_form=self.filter_form,
             query_string=query.urlencode(),
             is_filtered=any(
@@ -98,7 +114,7 @@ class RuleCreateView(RoleRequiredMixin, FormView):
         try:
             rule = type(self).service(actor=self.request.user, **data)
         except ValidationError as error:
-            _apply_service_errors(form, error)
+            apply_service_errors(form, error)
             return self.form_invalid(form)
         except ConflictError as error:
             form.add_error(None, error.message)
@@ -161,7 +177,7 @@ class RuleWithdrawView(RoleRequiredMixin, FormView):
                 actor=self.request.user,
             )
         except ValidationError as error:
-            _apply_service_errors(form, error)
+            apply_service_errors(form, error)
             return self.form_invalid(form)
         except ConflictError as error:
             messages.error(self.request, error.message)
@@ -233,8 +249,8 @@ class BlockBulkView(RoleRequiredMixin, FormView):
         )
 
 
-class ItemAccessMixin(RoleRequiredMixin):
-    """Item pages need either side of the rules: blocks or boosts."""
+class RuleReaderMixin(RoleRequiredMixin):
+    """Item and serving pages need either side of the rules: blocks or boosts."""
 
     def has_permission(self) -> bool:
         user = self.request.user
@@ -246,7 +262,7 @@ class ItemAccessMixin(RoleRequiredMixin):
         return ("overrides.view_block",)
 
 
-class ItemDetailView(ItemAccessMixin, TemplateView):
+class ItemDetailView(RuleReaderMixin, TemplateView):
     """Everything about one item: title, rules per scope, and the history."""
 
     template_name = "overrides/item_detail.html"
@@ -254,16 +270,18 @@ class ItemDetailView(ItemAccessMixin, TemplateView):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         user = self.request.user
-        context["overview"] = selectors.item_overview(
+        overview = selectors.item_overview(
             kwargs["item_id"],
             include_blocks=user.has_perm("overrides.view_block"),
             include_boosts=user.has_perm("overrides.view_boost"),
         )
+        _with_live_counts(overview.open_blocks + overview.open_boosts)
+        context["overview"] = overview
         context["now"] = timezone.now()
         return context
 
 
-class ItemSearchView(ItemAccessMixin, TemplateView):
+class ItemSearchView(RuleReaderMixin, TemplateView):
     """Find an item by id or title; an exact id goes straight to its page."""
 
     template_name = "overrides/item_search.html"
@@ -281,7 +299,7 @@ class ItemSearchView(ItemAccessMixin, TemplateView):
         return context
 
 
-class ItemLookupView(ItemAccessMixin, TemplateView):
+class ItemLookupView(RuleReaderMixin, TemplateView):
     """JSON suggestions for the item id fields (id prefix or title)."""
 
     def get(self, request, *args, **kwargs):
@@ -297,6 +315,236 @@ class ItemLookupView(ItemAccessMixin, TemplateView):
                     for item in items
                 ]
             }
+        )
+
+
+# Serving -----------------------------------------------------------------------------
+
+
+def _ago(seconds: float) -> str:
+    """A short relative time for heartbeats: "12 s ago", "3 min ago", "2 d ago"."""
+    seconds = int(seconds)
+    if seconds < 1:
+        return "just now"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+@dataclass
+class InstanceStatus:
+    name: str
+    version: int
+    last_seen_at: datetime
+    last_seen: str
+    behind: int  # versions behind the console's; negative when ahead
+    stale: bool
+
+
+class ServingStatusView(RuleReaderMixin, TemplateView):
+    """Which serving instances run which override version, and which went quiet."""
+
+    template_name = "overrides/serving_status.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        now = timezone.now()
+        version = serving.current_version()
+        active = {
+            instance.pk for instance in selectors.active_serving_instances(now=now)
+        }
+        instances = [
+            InstanceStatus(
+                name=instance.name,
+                version=instance.version,
+                last_seen_at=instance.last_seen_at,
+                last_seen=_ago((now - instance.last_seen_at).total_seconds()),
+                behind=version - instance.version,
+                stale=instance.pk not in active,
+            )
+            for instance in selectors.serving_instances(now=now)
+        ]
+        context.update(
+            version=version,
+            instances=instances,
+            up_to_date=sum(1 for i in instances if not i.stale and i.behind <= 0),
+            behind=sum(1 for i in instances if not i.stale and i.behind > 0),
+            stale=sum(1 for i in instances if i.stale),
+            active_minutes=settings.SERVING_INSTANCE_ACTIVE_MINUTES,
+        )
+        return context
+
+
+@dataclass
+class PreviewRow:
+    position: int
+    item_id: str
+    score: float
+    original_score: float
+    outcome: str = ""  # "removed", "boosted" or ""
+    factor: float | None = None
+    moved: int = 0  # places up (positive) or down from the original ranking
+
+    @property
+    def score_text(self) -> str:
+        return f"{self.score:.6g}"
+
+    @property
+    def original_score_text(self) -> str:
+        return f"{self.original_score:.6g}"
+
+    @property
+    def moved_by(self) -> int:
+        return abs(self.moved)
+
+
+@dataclass
+class PreviewEffect:
+    """What one rule did to one candidate, with the rule for its reason and scope."""
+
+    item_id: str
+    outcome: str
+    rule_id: int
+    rule: Block | Boost | None
+    before: int
+    after: int | None
+
+
+@dataclass
+class Preview:
+    version: int
+    surface: str | None
+    region: str | None
+    personalized: bool
+    customer_given: bool
+    before: list[PreviewRow]
+    after: list[PreviewRow]
+    effects: list[PreviewEffect]
+    candidate_count: int
+    ranked_count: int
+    removed_count: int
+    boosted_count: int
+    row_limit: int
+
+
+def _preview(*, candidates, result, rules, surface, region, personalized, customer):
+    """Shape a RankResult for the page: both rankings and what each rule did."""
+    original = sorted(candidates, key=lambda c: c["score"], reverse=True)
+    before_position = {c["item_id"]: i for i, c in enumerate(original, start=1)}
+    removed_by = {entry["item_id"]: entry["rule_id"] for entry in result.removed}
+    boosted_by = {
+        item["item_id"]: item["rule_id"] for item in result.items if item["boosted"]
+    }
+    blocks = selectors.block_list().in_bulk(set(removed_by.values()))
+    boosts = selectors.boost_list().in_bulk(set(boosted_by.values()))
+
+    def factor(item_id: str) -> float | None:
+        rule_id = boosted_by.get(item_id)
+        return None if rule_id is None else rules.boosts[rule_id]["factor"]
+
+    after = [
+        PreviewRow(
+            position=position,
+            item_id=item["item_id"],
+            score=item["score"],
+            original_score=item["original_score"],
+            outcome="boosted" if item["boosted"] else "",
+            factor=factor(item["item_id"]),
+            moved=before_position[item["item_id"]] - position,
+        )
+        for position, item in enumerate(result.items, start=1)
+    ]
+    after_position = {row.item_id: row.position for row in after}
+    before = [
+        PreviewRow(
+            position=position,
+            item_id=candidate["item_id"],
+            score=candidate["score"],
+            original_score=candidate["score"],
+            outcome="removed"
+            if candidate["item_id"] in removed_by
+            else "boosted"
+            if candidate["item_id"] in boosted_by
+            else "",
+            factor=factor(candidate["item_id"]),
+        )
+        for position, candidate in enumerate(original, start=1)
+    ]
+    effects = []
+    for row in before:
+        if row.outcome == "removed":
+            rule_id = removed_by[row.item_id]
+            rule = blocks.get(rule_id)
+        elif row.outcome == "boosted":
+            rule_id = boosted_by[row.item_id]
+            rule = boosts.get(rule_id)
+        else:
+            continue
+        effects.append(
+            PreviewEffect(
+                item_id=row.item_id,
+                outcome=row.outcome,
+                rule_id=rule_id,
+                rule=rule,
+                before=row.position,
+                after=after_position.get(row.item_id),
+            )
+        )
+    return Preview(
+        version=rules.version,
+        surface=surface,
+        region=region,
+        personalized=personalized,
+        customer_given=customer,
+        before=before[:PREVIEW_ROWS],
+        after=after[:PREVIEW_ROWS],
+        effects=effects[:PREVIEW_ROWS],
+        candidate_count=len(candidates),
+        ranked_count=len(result.items),
+        removed_count=len(removed_by),
+        boosted_count=len(boosted_by),
+        row_limit=PREVIEW_ROWS,
+    )
+
+
+@method_decorator(sensitive_post_parameters("customer_id"), name="dispatch")
+@method_decorator(never_cache, name="dispatch")
+class ServingPreviewView(RuleReaderMixin, FormView):
+    """Run candidates through the rank endpoint's own evaluation, and show the
+    ranking before and after the rules, with the rule behind every change."""
+
+    form_class = RankPreviewForm
+    template_name = "overrides/serving_preview.html"
+
+    def form_valid(self, form):
+        data = form.cleaned_data
+        customer_hash = data.get("customer_hash")
+        # As the rank endpoint: personalised unless the customer opted out.
+        personalized = customer_hash is None or not selectors.is_opted_out(
+            customer_hash, OptOutKind.PERSONALIZATION
+        )
+        rules = serving.ruleset()
+        result = rules.rank(
+            data["candidate_list"],
+            surface=data["surface_value"],
+            region=data["region_value"],
+        )
+        preview = _preview(
+            candidates=data["candidate_list"],
+            result=result,
+            rules=rules,
+            surface=data["surface_value"],
+            region=data["region_value"],
+            personalized=personalized,
+            customer=customer_hash is not None,
+        )
+        if data.get("candidates_file"):
+            # Keep the file's lines in the text box, so the next preview reuses them.
+            form.data = form.data.copy()
+            form.data["candidates"] = form.candidates_text
+        return self.render_to_response(
+            self.get_context_data(form=form, preview=preview)
         )
 
 

@@ -64,6 +64,60 @@
     if (input.value) lookup();
   });
 
+  // Copy buttons: <button data-copy="#input" hidden> (shown only when copying works).
+  document.querySelectorAll("button[data-copy]").forEach(function (button) {
+    var source = document.querySelector(button.getAttribute("data-copy"));
+    var status = document.querySelector("[data-copy-status]");
+    if (!source || !navigator.clipboard) return;
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      navigator.clipboard.writeText(source.value).then(
+        function () {
+          button.textContent = "Copied";
+          if (status) status.textContent = "Copied to the clipboard.";
+        },
+        function () {
+          source.focus();
+          source.select();
+          if (status) status.textContent = "Copying was refused: press Ctrl+C (⌘C) to copy the selected key.";
+        }
+      );
+    });
+  });
+  document.querySelectorAll("input[data-select-on-focus]").forEach(function (input) {
+    input.addEventListener("focus", function () { input.select(); });
+  });
+
+  // "Another value…" in a select reveals its text box: <input data-other-for="id">.
+  document.querySelectorAll("input[data-other-for]").forEach(function (input) {
+    var select = document.getElementById(input.getAttribute("data-other-for"));
+    if (!select) return;
+    function sync() {
+      var other = select.value === "__other__";
+      input.hidden = !other;
+      input.disabled = !other;
+    }
+    select.addEventListener("change", function () { sync(); if (!input.hidden) input.focus(); });
+    sync();
+  });
+
+  // Heartbeats: <time data-ago="ISO"> reads "12 s ago" and keeps counting.
+  function ago(ms) {
+    var seconds = Math.floor(ms / 1000);
+    if (seconds < 1) return "just now";
+    if (seconds >= 86400) return Math.floor(seconds / 86400) + " d ago";
+    if (seconds >= 3600) return Math.floor(seconds / 3600) + " h ago";
+    if (seconds >= 60) return Math.floor(seconds / 60) + " min ago";
+    return seconds + " s ago";
+  }
+  function tickAgo() {
+    var now = Date.now();
+    document.querySelectorAll("[data-ago]").forEach(function (node) {
+      node.textContent = ago(now - Date.parse(node.getAttribute("data-ago")));
+    });
+  }
+  if (document.querySelector("[data-ago]")) setInterval(tickAgo, 1000);
+
   // Keyboard: "/" focuses the page's search box.
   document.addEventListener("keydown", function (event) {
     var target = event.target;
