@@ -20,6 +20,8 @@ from datetime import datetime
 from operator import itemgetter
 
 FOREVER = math.inf
+_by_score = itemgetter("score")
+_id_and_score = itemgetter("item_id", "score")
 
 
 def parse_time(value: str | None) -> float:
@@ -32,6 +34,23 @@ def parse_time(value: str | None) -> float:
 # (rule id, surface, region, start, end) and, for boosts, the factor last.
 _BlockEntry = tuple[int, str | None, str | None, float, float]
 _BoostEntry = tuple[int, str | None, str | None, float, float, float]
+
+
+def _put(index: dict[str, dict], item_id: str, rule_id: int, entry) -> None:
+    """Set (or, with None, drop) one rule of an item by replacing the item's map.
+
+    Readers in other threads may be iterating the old map; they finish on it
+    unharmed, and the next lookup sees the new one (copy-on-write per item).
+    """
+    entries = dict(index.get(item_id, ()))
+    if entry is None:
+        entries.pop(rule_id, None)
+    else:
+        entries[rule_id] = entry
+    if entries:
+        index[item_id] = entries
+    else:
+        index.pop(item_id, None)
 
 
 @dataclass
@@ -77,42 +96,50 @@ class RuleSet:
         rule_id = int(rule["id"])
         self._remove_block(rule_id)
         self.blocks[rule_id] = dict(rule)
-        self._blocks_by_item.setdefault(rule["item_id"], {})[rule_id] = (
+        _put(
+            self._blocks_by_item,
+            rule["item_id"],
             rule_id,
-            rule.get("surface"),
-            rule.get("region"),
-            parse_time(rule.get("starts_at")) if rule.get("starts_at") else -FOREVER,
-            parse_time(rule.get("expires_at")),
+            (
+                rule_id,
+                rule.get("surface"),
+                rule.get("region"),
+                parse_time(rule.get("starts_at"))
+                if rule.get("starts_at")
+                else -FOREVER,
+                parse_time(rule.get("expires_at")),
+            ),
         )
 
     def _add_boost(self, rule: Mapping) -> None:
         rule_id = int(rule["id"])
         self._remove_boost(rule_id)
         self.boosts[rule_id] = dict(rule)
-        self._boosts_by_item.setdefault(rule["item_id"], {})[rule_id] = (
+        _put(
+            self._boosts_by_item,
+            rule["item_id"],
             rule_id,
-            rule.get("surface"),
-            rule.get("region"),
-            parse_time(rule.get("starts_at")) if rule.get("starts_at") else -FOREVER,
-            parse_time(rule.get("ends_at")),
-            float(rule["factor"]),
+            (
+                rule_id,
+                rule.get("surface"),
+                rule.get("region"),
+                parse_time(rule.get("starts_at"))
+                if rule.get("starts_at")
+                else -FOREVER,
+                parse_time(rule.get("ends_at")),
+                float(rule["factor"]),
+            ),
         )
 
     def _remove_block(self, rule_id: int) -> None:
         rule = self.blocks.pop(rule_id, None)
         if rule is not None:
-            entries = self._blocks_by_item.get(rule["item_id"], {})
-            entries.pop(rule_id, None)
-            if not entries:
-                self._blocks_by_item.pop(rule["item_id"], None)
+            _put(self._blocks_by_item, rule["item_id"], rule_id, None)
 
     def _remove_boost(self, rule_id: int) -> None:
         rule = self.boosts.pop(rule_id, None)
         if rule is not None:
-            entries = self._boosts_by_item.get(rule["item_id"], {})
-            entries.pop(rule_id, None)
-            if not entries:
-                self._boosts_by_item.pop(rule["item_id"], None)
+            _put(self._boosts_by_item, rule["item_id"], rule_id, None)
 
     def apply_change(self, change: Mapping) -> None:
         """Apply one change-feed entry: `{"version", "action", "rule"}`."""
@@ -188,11 +215,10 @@ class RuleSet:
         now = time.time() if now is None else now
         blocks = self._blocks_by_item
         boosts = self._boosts_by_item if apply_boosts else {}
-        items: list[dict] = []
         removed: list[dict] = []
-        for candidate in candidates:
-            item_id = candidate["item_id"]
-            score = candidate["score"]
+
+        def ruled(item_id: str, score: float) -> dict | None:
+            """The slow path, for the few candidates some rule names."""
             if item_id in blocks:
                 rule_id = self.blocking_rule(
                     item_id, surface=surface, region=region, now=now
@@ -201,27 +227,40 @@ class RuleSet:
                     removed.append(
                         {"item_id": item_id, "reason": "blocked", "rule_id": rule_id}
                     )
-                    continue
-            if item_id in boosts:
-                found = self.boost(item_id, surface=surface, region=region, now=now)
-                if found is not None:
-                    items.append(
-                        {
-                            "item_id": item_id,
-                            "score": score * found[0],
-                            "original_score": score,
-                            "boosted": True,
-                            "rule_id": found[1],
-                        }
-                    )
-                    continue
-            items.append(
-                {
+                    return None
+            found = (
+                self.boost(item_id, surface=surface, region=region, now=now)
+                if item_id in boosts
+                else None
+            )
+            if found is None:
+                return {
                     "item_id": item_id,
                     "score": score,
                     "original_score": score,
                     "boosted": False,
                 }
-            )
-        items.sort(key=itemgetter("score"), reverse=True)
+            return {
+                "item_id": item_id,
+                "score": score * found[0],
+                "original_score": score,
+                "boosted": True,
+                "rule_id": found[1],
+            }
+
+        # One comprehension keeps input order (for stable ties) and is the fast path.
+        items = [
+            {
+                "item_id": item_id,
+                "score": score,
+                "original_score": score,
+                "boosted": False,
+            }
+            if item_id not in blocks and item_id not in boosts
+            else ruled(item_id, score)
+            for item_id, score in map(_id_and_score, candidates)
+        ]
+        if removed:
+            items = [item for item in items if item is not None]
+        items.sort(key=_by_score, reverse=True)
         return RankResult(items=items, removed=removed)

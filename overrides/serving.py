@@ -3,8 +3,8 @@ the in-process copy of the rules that `rank` evaluates.
 
 The version lives in the cache when Redis is configured (set by the write services on
 commit, so every process sees it at once) and is read from the database otherwise.
-`rank` compares it with its in-process RuleSet and rebuilds that copy only when a rule
-changed, so the common case touches no table of rules.
+`rank` compares it with its in-process RuleSet and brings that copy up to date only
+when a rule changed, so the common case touches no table of rules.
 """
 
 import json
@@ -69,16 +69,35 @@ def current_version() -> int:
 
 
 def ruleset() -> RuleSet:
-    """The rules at the current version, rebuilt from the database only on change."""
+    """The rules at the current version. On a change, the in-process copy catches up
+    through the change feed (a few rows), and is rebuilt from a snapshot only when it
+    is new or too far behind."""
     global _ruleset
     version = current_version()
     rules = _ruleset
     if rules is not None and rules.version >= version:
         return rules
     with _ruleset_lock:
+        if _ruleset is not None and _ruleset.version < version:
+            try:
+                _catch_up(_ruleset)
+            except selectors.ChangesGone:
+                _ruleset = None
         if _ruleset is None or _ruleset.version < version:
             _ruleset = RuleSet.from_document(selectors.serving_snapshot())
         return _ruleset
+
+
+def _catch_up(rules: RuleSet) -> None:
+    """Apply the change feed to `rules` in place (per-item copy-on-write, so readers
+    in other threads never see a half-changed item)."""
+    while True:
+        version, changes, has_more = selectors.changes_since(
+            rules.version, limit=settings.SERVING_CHANGES_PAGE
+        )
+        rules.apply_changes(changes, version)
+        if not has_more:
+            return
 
 
 def forget_ruleset() -> None:

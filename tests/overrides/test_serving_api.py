@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from opsconsole import services as console_services
 from opsconsole.models import ApiKey
-from overrides import services
+from overrides import selectors, services
 from overrides.models import OverrideChange, ServingInstance
 from tests.factories import make_block, make_boost
 
@@ -526,3 +526,40 @@ def test_heartbeat__bad_input__400(serving_client, body, field):
     assert response.status_code == 400
     assert field in response.json()["error"]["fields"]
     assert not ServingInstance.objects.exists()
+
+
+def test_rank__after_changes__catches_up_through_the_feed_without_a_snapshot(
+    serving_client, agent, monkeypatch, django_capture_on_commit_callbacks
+):
+    body = {"candidates": _candidates(("a", 1.0), ("b", 0.5))}
+    _post(serving_client, RANK, body)  # first request: built from a snapshot
+    snapshots = []
+    build = selectors.serving_snapshot
+    monkeypatch.setattr(
+        selectors, "serving_snapshot", lambda **kw: snapshots.append(kw) or build(**kw)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        block = make_block(agent, item_id="a")
+        make_block(agent, item_id="b")
+        services.lift_block(block_id=block.pk, reason="Fixed", actor=agent)
+
+    result = _post(serving_client, RANK, body).json()
+
+    assert [removed["item_id"] for removed in result["removed"]] == ["b"]
+    assert result["version"] == 3
+    assert snapshots == []
+
+
+def test_rank__feed_pruned_past_its_version__rebuilt_from_a_snapshot(
+    serving_client, agent, django_capture_on_commit_callbacks
+):
+    body = {"candidates": _candidates(("a", 1.0), ("b", 0.5))}
+    _post(serving_client, RANK, body)
+    with django_capture_on_commit_callbacks(execute=True):
+        make_block(agent, item_id="a")
+        make_block(agent, item_id="b")
+    OverrideChange.objects.filter(version=1).delete()
+
+    result = _post(serving_client, RANK, body).json()
+
+    assert sorted(removed["item_id"] for removed in result["removed"]) == ["a", "b"]
