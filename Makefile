@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PG_URL ?= postgres://postgres@127.0.0.1:5432/opsconsole
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: demo test test-sqlite test-services lint chromium benchmarks clean
+.PHONY: demo test test-sqlite test-services lint chromium benchmarks wrk clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,16 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 		echo "== installing Debian's chromium for the browser tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
+
+## Serving benchmarks on PostgreSQL + Redis + gunicorn (see benchmarks/README.md)
+benchmarks: $(INSTALLED) wrk
+	$(PY) -m benchmarks.serving
+
+## wrk, the HTTP load generator, from Debian's packages
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+		echo "== installing Debian's wrk for the benchmarks"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 
 clean:
 	rm -rf $(VENV) var staticfiles

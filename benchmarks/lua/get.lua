@@ -1,0 +1,2 @@
+-- A plain GET, no credentials: for the unauthenticated probes (/healthz).
+wrk.method = "GET"

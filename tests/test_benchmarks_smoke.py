@@ -1,0 +1,237 @@
+"""benchmarks/serving.py at a tiny scale: its data setup, answer checks and
+measurements run, so `make benchmarks` does not find a broken code path after
+minutes of loading. No timing is asserted: the speed targets live in benchmarks/.
+"""
+
+import pytest
+from django.test import Client
+
+from benchmarks import serving as bench
+from opsconsole_client.rules import RuleSet
+from overrides import serving
+from overrides.models import Block, Boost, OptOut
+
+BLOCKS, BOOSTS, CUSTOMERS = 200, 20, 1_000
+
+WRK_POST_OUTPUT = """\
+Running 15s test @ http://127.0.0.1:40123/api/v1/serving/rank
+  1 threads and 2 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     6.10ms    3.02ms  48.21ms   91.02%
+    Req/Sec   331.52     40.18   400.00     70.00%
+  Latency Distribution
+     50%  850.00us
+     75%    6.90ms
+     90%    8.41ms
+     99%    1.20s
+  4953 requests in 15.00s, 61.12MB read
+  Socket errors: connect 0, read 4953, write 0, timeout 0
+Requests/sec:    330.18
+Transfer/sec:      4.07MB
+"""
+
+
+@pytest.fixture(autouse=True)
+def _forget_server_ruleset():
+    """The server caches its RuleSet per process; this test loads its own rules."""
+    serving.forget_ruleset()
+    yield
+    serving.forget_ruleset()
+
+
+@pytest.fixture
+def loaded(db):
+    """Blocks, boosts and opt-outs as the benchmark loads them, a hundredth as many."""
+    bench.load_rules(blocks=BLOCKS, boosts=BOOSTS, actor=bench.bench_user())
+    return bench.load_optouts(customers=CUSTOMERS)
+
+
+@pytest.fixture
+def workload(loaded):
+    _figures, document = bench.measure_snapshot_build(repeat=1)
+    return bench.build_workload(
+        RuleSet.from_document(document),
+        candidates=200,
+        optout_check_ids=100,
+        optout_customers=CUSTOMERS,
+    )
+
+
+def test_load__tiny_scale__writes_every_rule_and_optout(loaded):
+    assert Block.objects.count() == BLOCKS
+    assert Boost.objects.count() == BOOSTS
+    # Everyone opted out of personalisation, every third customer of training too.
+    assert loaded == OptOut.objects.count() == CUSTOMERS + (CUSTOMERS + 2) // 3
+
+
+def test_workload__tiny_scale__mixes_blocked_boosted_and_plain_candidates(workload):
+    candidates = workload.rank_body["candidates"]
+    item_ids = [candidate["item_id"] for candidate in candidates]
+    assert len(item_ids) == len(set(item_ids)) == 200
+    assert workload.blocked_ids and workload.boosted_ids
+    assert workload.blocked_ids | workload.boosted_ids <= set(item_ids)
+    assert len(workload.optout_body["customer_ids"]) == 100
+    assert "customer_id" not in workload.anonymous_rank_body
+
+
+@pytest.mark.urls("benchmarks.urls")
+def test_endpoints__benchmark_bodies__answers_pass_the_benchmark_checks(
+    workload, api_key_for
+):
+    # Given the benchmark's bodies and a serving key
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {api_key_for('serving:read')}")
+
+    def post(path, body):
+        response = client.post(path, body, content_type="application/json")
+        assert response.status_code == 200, response.content
+        return response.json()
+
+    # When each endpoint the benchmark loads answers them
+    rank = post(bench.RANK_PATH, workload.rank_body)
+    anonymous_rank = post(bench.RANK_PATH, workload.anonymous_rank_body)
+    optouts = post(bench.OPTOUTS_PATH, workload.optout_body)
+    baseline = post(bench.BASELINE_PATH, workload.rank_body)
+
+    # Then the answers are the ones the benchmark refuses to time without
+    bench.check_rank_answer(rank, workload, personalized=False)
+    bench.check_rank_answer(anonymous_rank, workload, personalized=True)
+    bench.check_optouts_answer(optouts, workload)
+    assert 0 < len(baseline["items"]) <= len(workload.rank_body["candidates"])
+
+
+def test_check_rank_answer__nothing_removed__refuses_to_measure(workload):
+    answer = {
+        "personalized": False,
+        "removed": [],
+        "items": [
+            {**candidate, "boosted": False}
+            for candidate in workload.rank_body["candidates"]
+        ],
+    }
+    with pytest.raises(bench.BenchmarkError, match="removed 0"):
+        bench.check_rank_answer(answer, workload, personalized=False)
+
+
+def test_snapshot_and_local_rank__tiny_scale__report_figures(loaded, workload):
+    figures, document = bench.measure_snapshot_build(
+        surface=bench.SCOPE_SURFACE, region=bench.SCOPE_REGION, repeat=2
+    )
+    assert 0 < figures["blocked"] == len(document["blocked"]) < BLOCKS
+    assert figures["bytes"] > 0 and len(figures["build_ms"]) == 2
+
+    local = bench.measure_client_local_rank(
+        document,
+        workload.rank_body["candidates"],
+        surface=bench.SCOPE_SURFACE,
+        region=bench.SCOPE_REGION,
+        rounds=2,
+        number=3,
+    )
+    assert len(local["rank_us"]) == len(local["floor_us"]) == 2
+    assert local["ratio"] > 0
+
+
+def test_plain_python_floor__drops_blocked__sorts_by_score():
+    candidates = [
+        {"item_id": "a", "score": 0.1},
+        {"item_id": "b", "score": 0.9},
+        {"item_id": "c", "score": 0.5},
+    ]
+    ranked = bench.plain_python_floor(candidates, {"b"})
+    assert [item["item_id"] for item in ranked] == ["c", "a"]
+
+
+class _VersionReader:
+    """Stands in for the client: sees a version once the console has it."""
+
+    @property
+    def version(self) -> int:
+        return serving.current_version()
+
+
+def test_measure_propagation__committed_blocks__times_each_change(transactional_db):
+    result = bench.measure_propagation(
+        client=_VersionReader(),
+        make_change=bench.block_change(bench.bench_user(), prefix="smoke"),
+        changes=3,
+        pause_seconds=0,
+    )
+    assert result["missed"] == 0
+    assert len(result["latencies_ms"]) == 3
+    assert Block.objects.filter(item_id__startswith="smoke-").count() == 3
+
+
+def test_parse_wrk__post_run__reads_rate_percentiles_and_errors():
+    result = bench.parse_wrk(WRK_POST_OUTPUT)
+    assert result["requests_per_second"] == 330.18
+    assert result["requests"] == 4953
+    assert result["p50_ms"] == 0.85
+    assert result["p99_ms"] == 1200.0
+    assert result["socket_errors"]["read"] == 4953
+    assert result["non_2xx_3xx"] == 0
+
+
+def test_parse_wrk__not_modified_script__reads_the_answer_counts():
+    output = WRK_POST_OUTPUT.replace(
+        "Requests/sec",
+        "Non-2xx or 3xx responses: 7\nAnswers 304: 4946, other: 7\nRequests/sec",
+    )
+    result = bench.parse_wrk(output)
+    assert result["non_2xx_3xx"] == 7
+    assert (result["answers_304"], result["answers_other"]) == (4946, 7)
+
+
+def test_parse_wrk__not_wrk_output__raises():
+    with pytest.raises(bench.BenchmarkError):
+        bench.parse_wrk("connection refused")
+
+
+def test_percentile__hundred_values__is_nearest_rank():
+    values = list(range(1, 101))
+    assert bench.percentile(values, 0.5) == 50
+    assert bench.percentile(values, 0.99) == 99
+    assert bench.percentile([7.0], 0.99) == 7.0
+
+
+def test_summary_rows__figures__marks_each_target_pass_or_miss():
+    wrk_figures = {
+        "requests_per_second": 100.0,
+        "p50_ms": 1.0,
+        "p90_ms": 2.0,
+        "p99_ms": 3.0,
+    }
+    built = {"blocked": 10, "build_ms_median": 5.0, "encode_ms_median": 1.0}
+    results = {
+        "rest_rank": {
+            "rank": wrk_figures,
+            "rank_anonymous": wrk_figures,
+            "baseline": {**wrk_figures, "requests_per_second": 200.0},
+            "ratio": 0.5,
+        },
+        "client_local_rank": {
+            "rank_us_min": 200.0,
+            "floor_us_min": 100.0,
+            "ratio": 2.0,
+            "ratio_of_medians": 2.1,
+        },
+        "propagation": {
+            "changes": 100,
+            "median_ms": 50.0,
+            "p99_ms": 90.0,
+            "max_ms": 95.0,
+            "missed": 0,
+        },
+        "optouts_check": wrk_figures,
+        "snapshot": {**built, "bytes": 1000},
+        "snapshot_scoped": {**built, "bytes": 100},
+        "snapshot_http": {"first_ms": 10.0, "cached_ms": 2.0},
+        "snapshot_304": wrk_figures,
+        "healthz": wrk_figures,
+        "rank_after_change": {"first_ms_median": 9.0, "max_ms": 12.0},
+    }
+    rows = {row[0]: row for row in bench.summary_rows(results)}
+    assert rows["REST rank req/s, 1,000 cand., c=2"][3] == "MISS"
+    assert rows["client-local rank vs floor, 1,000 cand."][3] == "PASS"
+    assert rows["snapshot 304 p50 (p99)"][3] == "PASS"
+    assert rows["baseline p50 / p90 / p99"][2:] == ("", "")
+    assert "MISS" in bench.format_table(list(rows.values()))
