@@ -4,7 +4,6 @@ Every model, log line, task argument and cache key uses the hash; raw ids only
 appear in requests and, for an authorised user, on screen.
 """
 
-import hashlib
 import hmac
 
 from django.conf import settings
@@ -21,14 +20,16 @@ def _key() -> bytes:
 def hash_customer_id(raw: str) -> str:
     """HMAC-SHA256 of a customer id, hex; validates the id first."""
     validate_customer_id(raw)
-    return hmac.new(_key(), raw.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(_key(), raw.encode(), "sha256").hex()
 
 
-def hash_customer_ids(raw_ids: list[str]) -> dict[str, str]:
-    """Hash many ids at once (hash -> raw id), for lookups that map answers back."""
+def hash_customer_ids(raw_ids: list[str], *, validated: bool = False) -> dict[str, str]:
+    """Hash many ids at once (hash -> raw id), for lookups that map answers back.
+
+    `validated=True` skips the per-id check when the caller has just done it.
+    """
     key = _key()
-    hashes = {}
-    for raw in raw_ids:
-        validate_customer_id(raw)
-        hashes[hmac.new(key, raw.encode(), hashlib.sha256).hexdigest()] = raw
-    return hashes
+    if not validated:
+        for raw in raw_ids:
+            validate_customer_id(raw)
+    return {hmac.digest(key, raw.encode(), "sha256").hex(): raw for raw in raw_ids}

@@ -1,11 +1,16 @@
-"""Request parsers that keep Django's body-size limit (DRF reads the raw stream)."""
+"""JSON in and out of the API: strict, size-limited, and fast (orjson).
 
-import json
+DRF reads the raw request stream, which skips Django's body-size check, so the limit
+is applied here: a larger body gets a 413; NaN/Infinity, invalid UTF-8 and too-deep
+nesting get a 400, never a 500.
+"""
 
+import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
+from rest_framework.renderers import JSONRenderer
 
 
 def read_limited(stream, limit: int | None) -> bytes:
@@ -22,21 +27,21 @@ def read_limited(stream, limit: int | None) -> bytes:
     return data
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON; numbers must be finite.")
-
-
 class LimitedJSONParser(JSONParser):
-    """Strict JSON up to DATA_UPLOAD_MAX_MEMORY_SIZE: larger bodies get a 413,
-    NaN/Infinity and too-deep nesting a 400, never a 500."""
+    """Strict JSON (orjson rejects NaN, Infinity and nesting deeper than 1,024)."""
 
     def parse(self, stream, media_type=None, parser_context=None):
         data = read_limited(stream, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
         try:
-            return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-        except UnicodeDecodeError as error:
-            raise ParseError("The body is not UTF-8.") from error
-        except RecursionError as error:
-            raise ParseError("The JSON is nested too deeply.") from error
-        except ValueError as error:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as error:
             raise ParseError(f"JSON parse error: {error}") from error
+
+
+class FastJSONRenderer(JSONRenderer):
+    """orjson for the serving endpoints' large answers (UTC times, plain types)."""
+
+    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
+        if data is None:
+            return b""
+        return orjson.dumps(data)

@@ -170,6 +170,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "overrides.tasks.prune_change_log",
         "schedule": 3600.0,
     },
+    "ensure-optout-mirror": {
+        "task": "overrides.tasks.ensure_optout_mirror",
+        "schedule": 60.0,
+    },
+    "rebuild-optout-mirror": {
+        "task": "overrides.tasks.rebuild_optout_mirror",
+        "schedule": 86400.0,
+    },
 }
 
 _VALIDATORS_MODULE = "django.contrib.auth.password_validation"

@@ -507,11 +507,15 @@ class OverridesClient:
         if console_version == rules.version and not changes:
             self._confirm()
             return
-        updated = RuleSet.from_document(rules.to_document())
-        updated.apply_changes(
+        # In place: RuleSet replaces each changed item's entries as a whole, so a
+        # `rank` running meanwhile sees every item either before or after the change,
+        # and a change costs the same with 100 rules or 100,000.
+        rules.apply_changes(
             (self._scoped_change(change) for change in changes), console_version
         )
-        self._swap(updated)
+        self._dirty = True
+        self._next_heartbeat = 0.0  # report the new version at once
+        self._confirm()
 
     def _scoped_change(self, change: Mapping) -> Mapping:
         """The feed covers every scope; a rule outside ours is dropped, not added.

@@ -21,7 +21,7 @@ from opsconsole.customer_ids import hash_customer_id
 from opsconsole.errors import ConflictError, validation_messages
 from opsconsole.identifiers import validate_item_id
 
-from . import serving
+from . import optout_mirror, serving
 from .models import (
     REASON_MAX_LENGTH,
     Block,
@@ -573,6 +573,11 @@ def optout_register(
         optout._change_reason = source
         optout.save()
         created.append(optout)
+    new_kinds = [optout.kind for optout in created]
+    if new_kinds:
+        # Into the serving copy before commit (fail closed) and again after it.
+        optout_mirror.add(customer_hash, new_kinds)
+        transaction.on_commit(lambda: optout_mirror.add(customer_hash, new_kinds))
     return created
 
 
@@ -599,6 +604,9 @@ def optout_withdraw(
         optout._change_reason = source
         optout.save()
         withdrawn.append(optout)
+    gone = [optout.kind for optout in withdrawn]
+    if gone:
+        transaction.on_commit(lambda: optout_mirror.remove(customer_hash, gone))
     return withdrawn
 
 

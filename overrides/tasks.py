@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from . import services
+from . import optout_mirror, services
 
 
 @shared_task(acks_late=True)
@@ -15,3 +15,17 @@ def record_expired_rules() -> int:
 def prune_change_log() -> int:
     """Drop change-feed entries past retention (beat, hourly)."""
     return services.prune_change_log()
+
+
+@shared_task(acks_late=True)
+def ensure_optout_mirror() -> int:
+    """Rebuild the Redis copy of opt-outs when it is missing (beat, every minute)."""
+    if optout_mirror.enabled() and not optout_mirror.is_ready():
+        return optout_mirror.rebuild()
+    return 0
+
+
+@shared_task(acks_late=True)
+def rebuild_optout_mirror() -> int:
+    """Reconcile the Redis copy of opt-outs with the database (beat, daily)."""
+    return optout_mirror.rebuild()

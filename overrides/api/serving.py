@@ -7,6 +7,7 @@ field on 10,000 candidates); the checks and their messages are the contract's.
 
 import math
 import re
+from operator import itemgetter
 
 from django.conf import settings
 from django.http import HttpResponse
@@ -18,6 +19,7 @@ from rest_framework.views import APIView
 from opsconsole.auth import ApiKeyAuthentication
 from opsconsole.customer_ids import hash_customer_id, hash_customer_ids
 from opsconsole.errors import ConsoleError, error_body
+from opsconsole.parsers import FastJSONRenderer
 from overrides import selectors, services, serving
 from overrides.models import OptOutKind
 
@@ -52,8 +54,16 @@ def _valid_id(value: object, max_length: int) -> bool:
     )
 
 
+_NUMBER_TYPES = (int, float)
+_ids_and_scores = itemgetter("item_id", "score")
+
+
 def parse_candidates(value: object) -> list[dict]:
-    """1 to SERVING_MAX_CANDIDATES {"item_id", "score"}: unique ids, finite scores."""
+    """1 to SERVING_MAX_CANDIDATES {"item_id", "score"}: unique ids, finite scores.
+
+    Valid input (the common case) is checked in a few C-level passes; only invalid
+    input walks the list item by item to say exactly what is wrong.
+    """
     limit = settings.SERVING_MAX_CANDIDATES
     if not isinstance(value, list) or not value:
         raise ServingError("candidates", f"A list of 1 to {limit} candidates.")
@@ -61,8 +71,27 @@ def parse_candidates(value: object) -> list[dict]:
         raise ServingError(
             "candidates", f"At most {limit} candidates (got {len(value)})."
         )
+    try:
+        ids, scores = zip(*map(_ids_and_scores, value), strict=True)
+    except (TypeError, KeyError):
+        ids = scores = ()
+    if (
+        ids
+        and all(type(item_id) is str for item_id in ids)
+        and max(map(len, ids)) <= 128
+        and all(map(_ID_PATTERN.fullmatch, ids))
+        and all(type(score) in _NUMBER_TYPES for score in scores)
+        and all(map(math.isfinite, scores))
+        and len(set(ids)) == len(ids)
+    ):
+        return value
+    _explain_bad_candidates(value)
+    raise ServingError("candidates", "Invalid candidates.")  # not reached
+
+
+def _explain_bad_candidates(value: list) -> None:
+    """Raise the error for the first bad candidate."""
     seen = set()
-    candidates = []
     for index, candidate in enumerate(value):
         if not isinstance(candidate, dict):
             raise ServingError("candidates", f"Item {index} is not an object.")
@@ -74,11 +103,7 @@ def parse_candidates(value: object) -> list[dict]:
                 f"Item {index}: item_id must be 1-128 characters without whitespace "
                 "or control characters.",
             )
-        if (
-            isinstance(score, bool)
-            or not isinstance(score, int | float)
-            or not math.isfinite(score)
-        ):
+        if type(score) not in _NUMBER_TYPES or not math.isfinite(score):
             raise ServingError(
                 "candidates", f"Item {index}: score must be a finite number."
             )
@@ -87,8 +112,6 @@ def parse_candidates(value: object) -> list[dict]:
                 "candidates", f"Item {index}: duplicate item_id {item_id!r}."
             )
         seen.add(item_id)
-        candidates.append({"item_id": item_id, "score": score})
-    return candidates
 
 
 def _body(request) -> dict:
@@ -101,6 +124,7 @@ class ServingView(APIView):
     """API keys only (never a staff session), scope serving:read."""
 
     authentication_classes = [ApiKeyAuthentication]
+    renderer_classes = [FastJSONRenderer]
     api_key_scope = "serving:read"
 
 
@@ -300,7 +324,7 @@ class OptOutCheckView(ServingView):
                 "customer_ids",
                 "Each id: 1-256 characters without whitespace or control characters.",
             )
-        by_hash = hash_customer_ids(raw_ids)
+        by_hash = hash_customer_ids(raw_ids, validated=True)
         found = selectors.opted_out(list(by_hash))
         return Response(
             {
