@@ -4,6 +4,7 @@ Every model, log line, task argument and cache key uses the hash; raw ids only
 appear in requests and, for an authorised user, on screen.
 """
 
+import hashlib
 import hmac
 
 from django.conf import settings
@@ -26,10 +27,17 @@ def hash_customer_id(raw: str) -> str:
 def hash_customer_ids(raw_ids: list[str], *, validated: bool = False) -> dict[str, str]:
     """Hash many ids at once (hash -> raw id), for lookups that map answers back.
 
-    `validated=True` skips the per-id check when the caller has just done it.
+    The keyed state is prepared once and copied per id, which is several times
+    faster than starting each HMAC from the key. `validated=True` skips the per-id
+    check when the caller has just done it.
     """
-    key = _key()
     if not validated:
         for raw in raw_ids:
             validate_customer_id(raw)
-    return {hmac.digest(key, raw.encode(), "sha256").hex(): raw for raw in raw_ids}
+    keyed = hmac.new(_key(), digestmod=hashlib.sha256)
+    hashes = {}
+    for raw in raw_ids:
+        one = keyed.copy()
+        one.update(raw.encode())
+        hashes[one.hexdigest()] = raw
+    return hashes

@@ -11,7 +11,7 @@ from .errors import (
     OverridesRequestError,
     OverridesUnavailable,
 )
-from .rules import RuleSet
+from .rules import RankResult, RuleSet
 
 __all__ = [
     "OverridesAuthError",
@@ -19,5 +19,6 @@ __all__ = [
     "OverridesError",
     "OverridesRequestError",
     "OverridesUnavailable",
+    "RankResult",
     "RuleSet",
 ]

@@ -15,9 +15,10 @@ Failure policy (README, "Python client"):
 - opt-outs fail closed: a customer the console cannot be asked about is treated as
   opted out (not personalised).
 
-The rules are replaced by building a new RuleSet and swapping one reference, so
-readers never lock and never see half an update; writers hold a lock so two updates
-cannot interleave.
+A snapshot replaces the RuleSet by swapping one reference; changes from the feed are
+applied in place, where RuleSet replaces each changed item's entries whole. Readers
+never lock and never see half an item; writers hold a lock so two updates cannot
+interleave.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from pathlib import Path
 import requests
 
 from .errors import OverridesAuthError, OverridesRequestError, OverridesUnavailable
-from .rules import RuleSet
+from .rules import RankResult, RuleSet
 
 logger = logging.getLogger("opsconsole_client")
 
@@ -281,11 +282,13 @@ class OverridesClient:
 
     def rank(
         self, candidates: Iterable[Mapping], *, customer_id: str | None = None
-    ) -> dict:
-        """The REST `rank` answer, computed locally: blocked removed, boosts, sorted.
+    ) -> RankResult:
+        """Rank locally: blocked removed, boosts applied, sorted by score.
 
-        Candidates are `{"item_id", "score"}` mappings. `personalized` is False when
-        the customer opted out of personalisation, or cannot be checked.
+        Candidates are `{"item_id", "score"}` mappings. The result's `items` are
+        `(item_id, score)` pairs, best first (`to_response()` gives the REST shape).
+        `personalized` is False when the customer opted out of personalisation, or
+        cannot be checked.
         """
         rules = self._current_rules()
         result = rules.rank(
@@ -297,12 +300,9 @@ class OverridesClient:
         personalized = True
         if customer_id is not None:
             personalized = not self.is_opted_out(customer_id)
-        return {
-            "version": rules.version,
-            "personalized": personalized,
-            "items": result.items,
-            "removed": result.removed,
-        }
+        result.version = rules.version
+        result.personalized = personalized
+        return result
 
     def is_blocked(self, item_id: str, now: float | None = None) -> bool:
         """Whether a block applies to this item in the client's scope (epoch `now`)."""

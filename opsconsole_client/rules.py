@@ -20,8 +20,9 @@ from datetime import datetime
 from operator import itemgetter
 
 FOREVER = math.inf
-_by_score = itemgetter("score")
 _id_and_score = itemgetter("item_id", "score")
+_first = itemgetter(0)
+_second = itemgetter(1)
 
 
 def parse_time(value: str | None) -> float:
@@ -55,8 +56,48 @@ def _put(index: dict[str, dict], item_id: str, rule_id: int, entry) -> None:
 
 @dataclass
 class RankResult:
-    items: list[dict]
+    """A ranking, kept light for the serving hot path.
+
+    `items` are `(item_id, score)` pairs, best first, scores after boosts; `boosted`
+    maps each boosted item to `(original score, boost rule id)`; `removed` lists the
+    blocked candidates. `to_response()` gives the REST contract's shape.
+    """
+
+    items: list[tuple[str, float]]
+    boosted: dict[str, tuple[float, int]]
     removed: list[dict]
+    version: int | None = None
+    personalized: bool = True
+
+    def item_dicts(self) -> list[dict]:
+        """The items as the contract writes them (rule_id added on boosted ones)."""
+        boosted = self.boosted
+        return [
+            {
+                "item_id": item_id,
+                "score": score,
+                "original_score": score,
+                "boosted": False,
+            }
+            if item_id not in boosted
+            else {
+                "item_id": item_id,
+                "score": score,
+                "original_score": boosted[item_id][0],
+                "boosted": True,
+                "rule_id": boosted[item_id][1],
+            }
+            for item_id, score in self.items
+        ]
+
+    def to_response(self) -> dict:
+        """The REST `rank` answer."""
+        return {
+            "version": self.version,
+            "personalized": self.personalized,
+            "items": self.item_dicts(),
+            "removed": self.removed,
+        }
 
 
 @dataclass
@@ -215,52 +256,45 @@ class RuleSet:
         now = time.time() if now is None else now
         blocks = self._blocks_by_item
         boosts = self._boosts_by_item if apply_boosts else {}
+        # C-level passes over the candidates; Python only touches the few that a
+        # rule names.
+        pairs = list(map(_id_and_score, candidates))
+        ids = list(map(_first, pairs))
+        named = set(filter(blocks.__contains__, ids))
+        named.update(filter(boosts.__contains__, ids))
         removed: list[dict] = []
-
-        def ruled(item_id: str, score: float) -> dict | None:
-            """The slow path, for the few candidates some rule names."""
-            if item_id in blocks:
-                rule_id = self.blocking_rule(
-                    item_id, surface=surface, region=region, now=now
+        boosted: dict[str, tuple[float, int]] = {}
+        if named:
+            position = dict(zip(ids, range(len(ids)), strict=True))
+            if len(position) == len(ids):
+                occurrences = [
+                    (position[i], i) for i in filter(named.__contains__, ids)
+                ]
+            else:  # repeated ids: every occurrence is ruled, not only the last
+                occurrences = [(n, i) for n, i in enumerate(ids) if i in named]
+            dropped: list[int] = []
+            for index, item_id in occurrences:
+                score = pairs[index][1]
+                rule_id = (
+                    self.blocking_rule(item_id, surface=surface, region=region, now=now)
+                    if item_id in blocks
+                    else None
                 )
                 if rule_id is not None:
                     removed.append(
                         {"item_id": item_id, "reason": "blocked", "rule_id": rule_id}
                     )
-                    return None
-            found = (
-                self.boost(item_id, surface=surface, region=region, now=now)
-                if item_id in boosts
-                else None
-            )
-            if found is None:
-                return {
-                    "item_id": item_id,
-                    "score": score,
-                    "original_score": score,
-                    "boosted": False,
-                }
-            return {
-                "item_id": item_id,
-                "score": score * found[0],
-                "original_score": score,
-                "boosted": True,
-                "rule_id": found[1],
-            }
-
-        # One comprehension keeps input order (for stable ties) and is the fast path.
-        items = [
-            {
-                "item_id": item_id,
-                "score": score,
-                "original_score": score,
-                "boosted": False,
-            }
-            if item_id not in blocks and item_id not in boosts
-            else ruled(item_id, score)
-            for item_id, score in map(_id_and_score, candidates)
-        ]
-        if removed:
-            items = [item for item in items if item is not None]
-        items.sort(key=_by_score, reverse=True)
-        return RankResult(items=items, removed=removed)
+                    dropped.append(index)
+                    continue
+                found = (
+                    self.boost(item_id, surface=surface, region=region, now=now)
+                    if item_id in boosts
+                    else None
+                )
+                if found is not None:
+                    boosted[item_id] = (score, found[1])
+                    pairs[index] = (item_id, score * found[0])
+            for index in reversed(dropped):
+                del pairs[index]
+        pairs.sort(key=_second, reverse=True)
+        return RankResult(items=pairs, boosted=boosted, removed=removed)

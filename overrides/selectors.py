@@ -198,8 +198,8 @@ def is_opted_out(customer_hash: str, kind: str) -> bool:
     return customer_hash in opted_out([customer_hash])[kind]
 
 
-def serving_instances(*, now: datetime | None = None) -> list[ServingInstance]:
-    return list(ServingInstance.objects.all())
+def serving_instances() -> list[ServingInstance]:
+    return list(ServingInstance.objects.select_related("api_key"))
 
 
 def active_serving_instances(*, now: datetime | None = None) -> list[ServingInstance]:

@@ -363,7 +363,7 @@ class ServingStatusView(RuleReaderMixin, TemplateView):
                 behind=version - instance.version,
                 stale=instance.pk not in active,
             )
-            for instance in selectors.serving_instances(now=now)
+            for instance in selectors.serving_instances()
         ]
         context.update(
             version=version,
@@ -433,9 +433,8 @@ def _preview(*, candidates, result, rules, surface, region, personalized, custom
     original = sorted(candidates, key=lambda c: c["score"], reverse=True)
     before_position = {c["item_id"]: i for i, c in enumerate(original, start=1)}
     removed_by = {entry["item_id"]: entry["rule_id"] for entry in result.removed}
-    boosted_by = {
-        item["item_id"]: item["rule_id"] for item in result.items if item["boosted"]
-    }
+    boosted_by = {item_id: rule_id for item_id, (_, rule_id) in result.boosted.items()}
+    ranked = result.item_dicts()
     blocks = selectors.block_list().in_bulk(set(removed_by.values()))
     boosts = selectors.boost_list().in_bulk(set(boosted_by.values()))
 
@@ -453,7 +452,7 @@ def _preview(*, candidates, result, rules, surface, region, personalized, custom
             factor=factor(item["item_id"]),
             moved=before_position[item["item_id"]] - position,
         )
-        for position, item in enumerate(result.items, start=1)
+        for position, item in enumerate(ranked, start=1)
     ]
     after_position = {row.item_id: row.position for row in after}
     before = [

@@ -25,11 +25,22 @@ from overrides.models import OptOutKind
 
 from .serializers import ApiErrorSerializer
 
-# Identifier rule (contract) as one regular expression: no whitespace, no control or
-# invisible formatting characters.
-_ID_PATTERN = re.compile(
-    r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]+"
+# Identifier rule (contract): no whitespace, no control or invisible formatting
+# characters. One search over all ids joined is much faster than one match per id.
+_FORBIDDEN_CHARACTER = re.compile(
+    r"[\s\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]"
 )
+
+
+def _all_valid_ids(ids, max_length: int) -> bool:
+    """True when every id is a 1..max_length string without forbidden characters."""
+    return (
+        bool(ids)
+        and set(map(type, ids)) == {str}
+        and min(map(len, ids)) >= 1
+        and max(map(len, ids)) <= max_length
+        and _FORBIDDEN_CHARACTER.search("".join(ids)) is None
+    )
 
 
 class ServingError(ConsoleError):
@@ -47,14 +58,10 @@ def _scope_value(data: dict, name: str) -> str | None:
 
 
 def _valid_id(value: object, max_length: int) -> bool:
-    return (
-        isinstance(value, str)
-        and 0 < len(value) <= max_length
-        and _ID_PATTERN.fullmatch(value) is not None
-    )
+    return _all_valid_ids((value,), max_length)
 
 
-_NUMBER_TYPES = (int, float)
+_NUMBER_TYPES = {int, float}
 _ids_and_scores = itemgetter("item_id", "score")
 
 
@@ -76,11 +83,8 @@ def parse_candidates(value: object) -> list[dict]:
     except (TypeError, KeyError):
         ids = scores = ()
     if (
-        ids
-        and all(type(item_id) is str for item_id in ids)
-        and max(map(len, ids)) <= 128
-        and all(map(_ID_PATTERN.fullmatch, ids))
-        and all(type(score) in _NUMBER_TYPES for score in scores)
+        _all_valid_ids(ids, 128)
+        and set(map(type, scores)) <= _NUMBER_TYPES
         and all(map(math.isfinite, scores))
         and len(set(ids)) == len(ids)
     ):
@@ -295,14 +299,8 @@ class RankView(ServingView):
             )
         rules = serving.ruleset()
         result = rules.rank(candidates, surface=surface, region=region)
-        return Response(
-            {
-                "version": rules.version,
-                "personalized": personalized,
-                "items": result.items,
-                "removed": result.removed,
-            }
-        )
+        result.version, result.personalized = rules.version, personalized
+        return Response(result.to_response())
 
 
 class OptOutCheckView(ServingView):
@@ -319,7 +317,7 @@ class OptOutCheckView(ServingView):
         limit = settings.SERVING_MAX_CANDIDATES
         if not isinstance(raw_ids, list) or not 1 <= len(raw_ids) <= limit:
             raise ServingError("customer_ids", f"A list of 1 to {limit} customer ids.")
-        if not all(_valid_id(raw, 256) for raw in raw_ids):
+        if not _all_valid_ids(raw_ids, 256):
             raise ServingError(
                 "customer_ids",
                 "Each id: 1-256 characters without whitespace or control characters.",

@@ -90,7 +90,7 @@ def test_rank__initial_snapshot__matches_server_rank(
     # When the client ranks locally and the console ranks the same request
     client = make_client(surface="home", region="SG")
     for customer_id in ("c-out", "c-in"):
-        local = client.rank(CANDIDATES, customer_id=customer_id)
+        local = client.rank(CANDIDATES, customer_id=customer_id).to_response()
         response = requests.post(
             f"{live_server.url}/api/v1/serving/rank",
             json={
@@ -107,7 +107,10 @@ def test_rank__initial_snapshot__matches_server_rank(
         # Then both answers are the same, to the float
         assert local == response.json()
     assert local["personalized"] is True
-    assert client.rank(CANDIDATES, customer_id="c-out")["personalized"] is False
+    assert (
+        client.rank(CANDIDATES, customer_id="c-out").to_response()["personalized"]
+        is False
+    )
     assert _item_ids(local, "removed") == ["sku-1", "sku-5"]
     assert _item_ids(local) == ["sku-3", "sku-6", "sku-4", "sku-2", "sku-7", "sku-8"]
     # The larger of the two boosts that apply, not their product
@@ -157,7 +160,7 @@ def test_changes__after_first_snapshot__arrive_as_deltas_not_snapshots(
 
     # Then it holds exactly the rules that apply to it, fetched from `changes`
     assert not client.is_blocked("sku-1")
-    ranked = client.rank(CANDIDATES[:3])
+    ranked = client.rank(CANDIDATES[:3]).to_response()
     assert _item_ids(ranked) == ["sku-1", "sku-3", "sku-2"]
     assert ranked["items"][2]["boosted"] is True
     rules = client._rules
@@ -228,7 +231,7 @@ def test_console_down_at_start__no_usable_disk_snapshot__blocks_fail_closed(
         assert client.version is None
         assert client.stale_seconds is None
         with pytest.raises(OverridesUnavailable):
-            client.rank(CANDIDATES)
+            client.rank(CANDIDATES).to_response()
         with pytest.raises(OverridesUnavailable):
             client.is_blocked("sku-1")
     finally:
@@ -257,7 +260,7 @@ def test_console_down_at_start__disk_snapshot__serves_it(
         # Then it serves the saved rules, boosts included (they are recent)
         assert second.version == first.version
         assert second.is_blocked("sku-1")
-        ranked = second.rank(CANDIDATES[:3])
+        ranked = second.rank(CANDIDATES[:3]).to_response()
         assert _item_ids(ranked, "removed") == ["sku-1"]
         assert ranked["items"][1] == {
             "item_id": "sku-2",
@@ -287,15 +290,15 @@ def test_console_down_mid_run__keeps_blocks__drops_boosts_once_stale(
     make_boost(manager, "sku-2", factor=2.0)
     client = make_client(max_boost_staleness=0.3)
     version = client.version
-    assert client.rank(CANDIDATES[:3])["items"][1]["boosted"] is True
+    assert client.rank(CANDIDATES[:3]).to_response()["items"][1]["boosted"] is True
 
     # When the console stops answering
     _break(monkeypatch, client)
 
     # Then the last rules keep applying, boosts only until they are too old
-    assert client.rank(CANDIDATES[:3])["items"][1]["boosted"] is True
+    assert client.rank(CANDIDATES[:3]).to_response()["items"][1]["boosted"] is True
     wait_until(lambda: client.stale_seconds > 0.3, timeout=2.0, interval=0.02)
-    ranked = client.rank(CANDIDATES[:3])
+    ranked = client.rank(CANDIDATES[:3]).to_response()
     assert _item_ids(ranked, "removed") == ["sku-1"]
     assert ranked["items"] == [
         {"item_id": "sku-3", "score": 0.8, "original_score": 0.8, "boosted": False},
@@ -305,7 +308,10 @@ def test_console_down_mid_run__keeps_blocks__drops_boosts_once_stale(
     assert client.version == version
     # And customers it cannot ask about are not personalised
     assert ranked["personalized"] is True
-    assert client.rank(CANDIDATES, customer_id="c-1")["personalized"] is False
+    assert (
+        client.rank(CANDIDATES, customer_id="c-1").to_response()["personalized"]
+        is False
+    )
 
 
 def test_optouts__console_unreachable_nothing_cached__fail_closed():

@@ -56,7 +56,7 @@ def _rank(blocks=(), boosts=(), candidates=(), surface="home", region="SG", at=N
 
 
 def _ids(result):
-    return [item["item_id"] for item in result.items]
+    return [item_id for item_id, _score in result.items]
 
 
 def test_rank__block_beats_boost__item_removed_with_the_block_id():
@@ -78,7 +78,7 @@ def test_rank__several_boosts__largest_factor_not_product():
         ],
         candidates=[{"item_id": "a", "score": 0.5}],
     )
-    assert result.items == [
+    assert result.item_dicts() == [
         {
             "item_id": "a",
             "score": 1.5,
@@ -103,7 +103,7 @@ def test_rank__sorted_by_boosted_score_descending():
         ],
     )
     assert _ids(result) == ["low", "high"]
-    assert result.items[0]["score"] == pytest.approx(0.8)
+    assert result.item_dicts()[0]["score"] == pytest.approx(0.8)
 
 
 @pytest.mark.parametrize(
@@ -166,7 +166,7 @@ def test_rank__boost_window_boundaries(offset, boosted):
         candidates=[{"item_id": "a", "score": 1.0}],
         at=NOW + offset,
     )
-    assert result.items[0]["boosted"] is boosted
+    assert result.item_dicts()[0]["boosted"] is boosted
 
 
 def test_rank__boosts_off__blocks_still_apply():
@@ -181,7 +181,7 @@ def test_rank__boosts_off__blocks_still_apply():
         apply_boosts=False,
     )
     assert result.removed[0]["item_id"] == "a"
-    assert result.items[0]["boosted"] is False
+    assert result.item_dicts()[0]["boosted"] is False
 
 
 def test_apply_changes__block_unblock_boost_unboost__rules_follow_the_feed():
@@ -214,3 +214,41 @@ def test_apply_change__unknown_action__value_error():
     rules = RuleSet.from_document({"version": 1, "blocked": [], "boosts": []})
     with pytest.raises(ValueError, match="Unknown change action"):
         rules.apply_change({"version": 2, "action": "delete", "rule": {"id": 1}})
+
+
+def test_rank__repeated_candidate__every_occurrence_ruled():
+    result = _rank(
+        blocks=[_block(1, "a")],
+        boosts=[_boost(2, "b", 2.0)],
+        candidates=[
+            {"item_id": "a", "score": 0.9},
+            {"item_id": "b", "score": 0.4},
+            {"item_id": "a", "score": 0.8},
+            {"item_id": "b", "score": 0.3},
+        ],
+    )
+    assert [removed["item_id"] for removed in result.removed] == ["a", "a"]
+    assert result.items == [("b", 0.8), ("b", 0.6)]
+
+
+def test_rank_result__to_response__contract_shape():
+    result = _rank(
+        boosts=[_boost(2, "b", 2.0)],
+        candidates=[{"item_id": "a", "score": 0.5}, {"item_id": "b", "score": 0.2}],
+    )
+    result.version, result.personalized = 7, False
+    assert result.to_response() == {
+        "version": 7,
+        "personalized": False,
+        "items": [
+            {"item_id": "a", "score": 0.5, "original_score": 0.5, "boosted": False},
+            {
+                "item_id": "b",
+                "score": 0.4,
+                "original_score": 0.2,
+                "boosted": True,
+                "rule_id": 2,
+            },
+        ],
+        "removed": [],
+    }
