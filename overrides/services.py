@@ -158,6 +158,14 @@ def _save_with_history(rule: OverrideRule, *, actor, reason: str) -> None:
     rule.save()
 
 
+def _save_new_rule(rule: OverrideRule, *, action: str, versions: list[int]) -> None:
+    """Refuse an overlap (409), then save with history and feed the change."""
+    _raise_if_overlapping(rule)
+    rule.changed_version = versions[0]
+    _save_with_history(rule, actor=rule.created_by, reason=rule.reason)
+    _record_changes([(action, rule)], versions)
+
+
 def _prepare_block(
     *,
     item_id: str,
@@ -207,10 +215,7 @@ def block_item(
         expires_at=expires_at,
         now=timezone.now(),
     )
-    _raise_if_overlapping(block)
-    block.changed_version = versions[0]
-    _save_with_history(block, actor=actor, reason=block.reason)
-    _record_changes([(OverrideChange.Action.BLOCK, block)], versions)
+    _save_new_rule(block, action=OverrideChange.Action.BLOCK, versions=versions)
     return block
 
 
@@ -278,10 +283,7 @@ def boost_create(
         ends_at=ends_at,
     )
     _validate_new_rule(boost, now=now)
-    _raise_if_overlapping(boost)
-    boost.changed_version = versions[0]
-    _save_with_history(boost, actor=actor, reason=boost.reason)
-    _record_changes([(OverrideChange.Action.BOOST, boost)], versions)
+    _save_new_rule(boost, action=OverrideChange.Action.BOOST, versions=versions)
     return boost
 
 
