@@ -64,16 +64,16 @@ def test_register__rolled_back__copy_errs_on_the_side_of_opted_out(db):
 
 def test_registered_during_a_rebuild__not_lost(db, monkeypatch):
     _register("c-before")
-    flush = optout_mirror._flush
+    merge = optout_mirror._merge
 
-    def flush_then_register(redis, staging, pending):
-        flush(redis, staging, pending)
+    def merge_then_register(redis, staging, pending):
+        merge(redis, staging, pending)
         if not OptOut.objects.filter(source="during").exists():
             services.optout_register(
                 customer_id="c-during", kinds=["personalization"], source="during"
             )
 
-    monkeypatch.setattr(optout_mirror, "_flush", flush_then_register)
+    monkeypatch.setattr(optout_mirror, "_merge", merge_then_register)
     optout_mirror.rebuild()
 
     hashes = [hash_customer_id("c-before"), hash_customer_id("c-during")]

@@ -1,16 +1,16 @@
 """Contract tests for the serving endpoints (contract, Authentication and Serving)."""
 
+import time
 from datetime import timedelta
 
 import pytest
-from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
 
 from opsconsole import services as console_services
 from opsconsole.models import ApiKey
-from overrides import selectors, services
+from overrides import selectors, services, serving
 from overrides.models import OverrideChange, ServingInstance
 from tests.factories import make_block, make_boost
 
@@ -305,16 +305,35 @@ def test_rank__change_after_first_request__seen_on_the_next(
 
 
 def test_rank__common_case__no_query_for_rules(
-    serving_client, agent, django_assert_num_queries
+    serving_client, agent, django_assert_num_queries, settings
 ):
     make_block(agent, item_id="a")
     body = {"surface": "home", "candidates": _candidates(("a", 1.0), ("b", 0.5))}
     _post(serving_client, RANK, body)  # warm: loads the rules once
+    with django_assert_num_queries(0):  # the version is remembered for 0.1 s
+        assert _post(serving_client, RANK, body).status_code == 200
+    settings.SERVING_VERSION_MEMO_SECONDS = 0
+    time.sleep(0.11)  # let the remembered version lapse
     expected = 0 if settings.REDIS_URL else 1  # the version check alone
     with django_assert_num_queries(expected):
         assert _post(serving_client, RANK, body).status_code == 200
     with django_assert_num_queries(expected + 1):  # + the opt-out lookup
         _post(serving_client, RANK, {**body, "customer_id": "c-1"})
+
+
+def test_rank__change_in_another_process__seen_once_the_memo_expires(
+    serving_client, agent, settings
+):
+    settings.SERVING_VERSION_MEMO_SECONDS = 0.05
+    body = {"candidates": _candidates(("a", 1.0))}
+    _post(serving_client, RANK, body)
+    make_block(agent, item_id="a")  # no commit hook here: as if another process
+    if settings.REDIS_URL:
+        from django.core.cache import cache
+
+        cache.delete(serving.VERSION_CACHE_KEY)  # what the TTL does there
+    time.sleep(0.06)
+    assert _post(serving_client, RANK, body).json()["removed"][0]["item_id"] == "a"
 
 
 @pytest.mark.parametrize(
