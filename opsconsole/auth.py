@@ -35,6 +35,8 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "overrides.add_block",
         "overrides.change_block",
         "overrides.view_boost",
+        "explanations.view_prediction",
+        "explanations.view_explanation",
     ],
     ACCOUNT_MANAGER: [
         *_READ_CONFIGURATION,

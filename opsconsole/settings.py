@@ -178,6 +178,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "overrides.tasks.rebuild_optout_mirror",
         "schedule": 86400.0,
     },
+    "delete-expired-predictions": {
+        "task": "explanations.tasks.delete_expired_predictions",
+        "schedule": 86400.0,
+    },
 }
 
 _VALIDATORS_MODULE = "django.contrib.auth.password_validation"
@@ -225,6 +229,12 @@ BOOST_MAX_FACTOR = env_float("BOOST_MAX_FACTOR", 5.0)
 BOOST_MAX_DAYS = env_int("BOOST_MAX_DAYS", 90)
 BOOST_DEFAULT_DAYS = env_int("BOOST_DEFAULT_DAYS", 14)
 CHANGE_LOG_RETENTION_DAYS = env_int("CHANGE_LOG_RETENTION_DAYS", 14)
+
+# Predictions and explanations.
+PREDICTION_RETENTION_DAYS = env_int("PREDICTION_RETENTION_DAYS", 90)
+EXPLANATION_PRECOMPUTE = env_bool("EXPLANATION_PRECOMPUTE", False)
+EXPLAINER_MAX_SECONDS = env_float("EXPLAINER_MAX_SECONDS", 10.0)
+MODEL_ARTIFACT_DIR = Path(os.environ.get("MODEL_ARTIFACT_DIR", VAR_DIR / "models"))
 
 # Serving read path.
 API_KEY_RATE_LIMIT_PER_MINUTE = env_int("API_KEY_RATE_LIMIT_PER_MINUTE", 600_000)

@@ -36,6 +36,7 @@ urlpatterns = [
     ),
     path("", include("overrides.urls")),
     path("api/v1/", include("overrides.api.urls")),
+    path("api/v1/", include("explanations.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path(
         "api/docs/",
