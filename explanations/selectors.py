@@ -1,8 +1,16 @@
 """Every read of predictions and explanations, and the plain-language reasons."""
 
+import io
+import math
+import threading
+
 from django.db.models import QuerySet
 
-from .models import Explanation, ModelVersion, Prediction
+from .models import Explanation, ModelVersion, OutputSpace, Prediction, PredictionView
+
+CUSTOMER_PREDICTIONS_LIMIT = 100
+# pyplot keeps global state; one figure at a time per process.
+_pyplot_lock = threading.Lock()
 
 
 def model_version_list() -> QuerySet[ModelVersion]:
@@ -77,3 +85,116 @@ def plain_reasons(
         if len(reasons) >= limit:
             break
     return reasons
+
+
+def customer_predictions_by_model(
+    customer_hash: str, *, limit: int = CUSTOMER_PREDICTIONS_LIMIT
+) -> list[tuple[str, list[Prediction]]]:
+    """A customer's most recent predictions, newest first, grouped per model name.
+
+    Groups are ordered by their newest prediction. Takes the keyed hash: callers
+    hash the raw id with opsconsole.customer_ids first.
+    """
+    predictions = Prediction.objects.select_related("model_version").filter(
+        customer_hash=customer_hash
+    )[:limit]
+    groups: dict[str, list[Prediction]] = {}
+    for prediction in predictions:
+        groups.setdefault(prediction.model_version.name, []).append(prediction)
+    return list(groups.items())
+
+
+def prediction_view_list() -> QuerySet[PredictionView]:
+    """The explanation access log, newest first."""
+    return PredictionView.objects.select_related(
+        "user", "prediction", "prediction__model_version"
+    )
+
+
+def probability(explanation: Explanation) -> float | None:
+    """The classifier's probability (sigmoid of the log odds); None otherwise."""
+    if explanation.output_space == OutputSpace.LOG_ODDS:
+        return 1.0 / (1.0 + math.exp(-explanation.output))
+    if explanation.output_space == OutputSpace.PROBABILITY:
+        return explanation.output
+    return None
+
+
+def feature_rows(explanation: Explanation) -> list[dict]:
+    """Every feature in the model's order: label, value text, unit and contribution."""
+    by_name = {
+        contribution["feature"]: contribution
+        for contribution in explanation.contributions
+    }
+    rows = []
+    for feature in explanation.model_version.features:
+        contribution = by_name.get(feature["name"], {})
+        value = contribution.get("value")
+        rows.append(
+            {
+                "name": feature["name"],
+                "label": feature.get("label") or feature["name"],
+                "description": feature.get("description") or "",
+                "value": _value_text(value, feature),
+                "sensitive": bool(feature.get("sensitive")),
+                "shap": contribution.get("shap", 0.0),
+            }
+        )
+    return rows
+
+
+def force_plot_data(explanation: Explanation) -> dict:
+    """The props of shap's AdditiveForceVisualizer (as shap.plots.force builds them).
+
+    Features with no effect are left out, as shap does; names are the labels.
+    """
+    rows = feature_rows(explanation)
+    return {
+        "outNames": ["f(x)"],
+        "baseValue": explanation.base_value,
+        "outValue": explanation.output,
+        "link": (
+            "logit" if explanation.output_space == OutputSpace.LOG_ODDS else "identity"
+        ),
+        "featureNames": [row["label"] for row in rows],
+        "features": {
+            index: {"effect": row["shap"], "value": row["value"]}
+            for index, row in enumerate(rows)
+            if row["shap"] != 0
+        },
+        "plot_cmap": "RdBu",
+        "labelMargin": 20,
+    }
+
+
+def force_plot_png(explanation: Explanation) -> bytes:
+    """The same force plot drawn by shap with matplotlib, as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+    import numpy as np
+    import shap
+
+    rows = feature_rows(explanation)
+    with _pyplot_lock:
+        figure = shap.plots.force(
+            explanation.base_value,
+            np.array([row["shap"] for row in rows], dtype=float),
+            np.array([row["value"] for row in rows], dtype=object),
+            feature_names=[row["label"] for row in rows],
+            link=(
+                "logit"
+                if explanation.output_space == OutputSpace.LOG_ODDS
+                else "identity"
+            ),
+            matplotlib=True,
+            show=False,
+            figsize=(16, 3),
+        )
+        try:
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png", bbox_inches="tight", dpi=100)
+        finally:
+            pyplot.close(figure)
+    return buffer.getvalue()

@@ -17,6 +17,7 @@ NAVIGATION = [
         ("overrides.view_block", "overrides.view_boost"),
     ),
     ("overrides:audit", "Audit", "overrides.view_audit_trail"),
+    ("explanations:lookup", "Explanations", "explanations.view_explanation"),
     ("apikey_list", "API keys", "opsconsole.view_apikey"),
 ]
 

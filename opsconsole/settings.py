@@ -5,6 +5,7 @@ in-process tasks, no services). Production sets DEBUG=0 and the secrets; the REA
 configuration table lists every variable.
 """
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -209,7 +210,17 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    # shap's own force-plot bundle, served as {% static 'shap/bundle.js' %}; found
+    # without importing shap, which is slow to import.
+    (
+        "shap",
+        Path(importlib.util.find_spec("shap").submodule_search_locations[0])
+        / "plots"
+        / "resources",
+    ),
+]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

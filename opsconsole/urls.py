@@ -35,6 +35,7 @@ urlpatterns = [
         name="apikey_revoke",
     ),
     path("", include("overrides.urls")),
+    path("", include("explanations.urls")),
     path("api/v1/", include("overrides.api.urls")),
     path("api/v1/", include("explanations.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
