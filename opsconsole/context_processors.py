@@ -18,6 +18,11 @@ NAVIGATION = [
     ),
     ("overrides:audit", "Audit", "overrides.view_audit_trail"),
     ("explanations:lookup", "Explanations", "explanations.view_explanation"),
+    (
+        "privacy:home",
+        "Privacy",
+        ("privacy.view_deletionrequest", "privacy.add_deletionrequest"),
+    ),
     ("apikey_list", "API keys", "opsconsole.view_apikey"),
 ]
 

@@ -39,6 +39,10 @@ class ApiKeyForm(forms.Form):
 
 def apply_service_errors(form: forms.Form, error: ValidationError) -> None:
     """Show a service's ValidationError beside the fields it names (others on top)."""
+    if not hasattr(error, "error_dict"):
+        for message in error.messages:
+            form.add_error(None, message)
+        return
     for field_name, field_messages in error.message_dict.items():
         target = field_name if field_name in form.fields else None
         for message in field_messages:

@@ -68,6 +68,11 @@ def _secret_from_var(name: str, env_name: str) -> str:
 
 # Customer ids are stored only as HMAC-SHA256 with this key (contract, Identifiers).
 CUSTOMER_ID_HMAC_KEY = _secret_from_var("customer-id-hmac.key", "CUSTOMER_ID_HMAC_KEY")
+# An open deletion request keeps the raw id AES-GCM-encrypted with this key (64 hex
+# digits) until every downstream has acknowledged (contract, Privacy).
+CUSTOMER_ID_ENCRYPTION_KEY = _secret_from_var(
+    "customer-id-encryption.key", "CUSTOMER_ID_ENCRYPTION_KEY"
+)
 
 ALLOWED_HOSTS = env_list(
     "ALLOWED_HOSTS", "127.0.0.1,localhost" + (",testserver" if DEBUG else "")
@@ -91,6 +96,7 @@ INSTALLED_APPS = [
     "opsconsole",
     "overrides",
     "explanations",
+    "privacy",
 ]
 
 MIDDLEWARE = [
@@ -183,6 +189,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "explanations.tasks.delete_expired_predictions",
         "schedule": 86400.0,
     },
+    "sweep-deletion-requests": {
+        "task": "privacy.tasks.sweep_deletion_requests",
+        "schedule": env_float("DELETION_SWEEP_SECONDS", 60.0),
+    },
+    "deletion-deadline-digest": {
+        "task": "privacy.tasks.send_deadline_digest",
+        "schedule": 86400.0,
+    },
 }
 
 _VALIDATORS_MODULE = "django.contrib.auth.password_validation"
@@ -246,6 +260,27 @@ PREDICTION_RETENTION_DAYS = env_int("PREDICTION_RETENTION_DAYS", 90)
 EXPLANATION_PRECOMPUTE = env_bool("EXPLANATION_PRECOMPUTE", False)
 EXPLAINER_MAX_SECONDS = env_float("EXPLAINER_MAX_SECONDS", 10.0)
 MODEL_ARTIFACT_DIR = Path(os.environ.get("MODEL_ARTIFACT_DIR", VAR_DIR / "models"))
+
+# Privacy: deletion requests and their downstream webhooks.
+DELETION_DEADLINE_MONTHS = env_int("DELETION_DEADLINE_MONTHS", 1)  # GDPR Art. 12(3)
+DELETION_EXTENSION_MONTHS = env_int("DELETION_EXTENSION_MONTHS", 2)
+DELETION_FLAG_AFTER_DAYS = env_int("DELETION_FLAG_AFTER_DAYS", 20)
+DOWNSTREAM_TIMEOUT_SECONDS = env_float("DOWNSTREAM_TIMEOUT_SECONDS", 10.0)
+DOWNSTREAM_RETRY_BASE_SECONDS = env_float("DOWNSTREAM_RETRY_BASE_SECONDS", 10.0)
+DOWNSTREAM_RETRY_MAX_SECONDS = env_float("DOWNSTREAM_RETRY_MAX_SECONDS", 3600.0)
+# A task that has not finished this long after it was due is enqueued again.
+DELETION_SWEEP_GRACE_SECONDS = env_float("DELETION_SWEEP_GRACE_SECONDS", 30.0)
+DEADLINE_DIGEST_RECIPIENTS = env_list("DEADLINE_DIGEST_RECIPIENTS", "")
+# Where people open the console, for links in e-mails.
+CONSOLE_URL = os.environ.get("CONSOLE_URL", "http://127.0.0.1:8000")
+EMAIL_BACKEND = os.environ.get(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "opsconsole@localhost")
 
 # Serving read path.
 API_KEY_RATE_LIMIT_PER_MINUTE = env_int("API_KEY_RATE_LIMIT_PER_MINUTE", 600_000)

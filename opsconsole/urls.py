@@ -36,8 +36,10 @@ urlpatterns = [
     ),
     path("", include("overrides.urls")),
     path("", include("explanations.urls")),
+    path("", include("privacy.urls")),
     path("api/v1/", include("overrides.api.urls")),
     path("api/v1/", include("explanations.api.urls")),
+    path("api/v1/", include("privacy.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path(
         "api/docs/",

@@ -35,6 +35,14 @@ class DashboardView(LoginRequiredMixin, TemplateView):
         ]
         if kinds:
             context["overrides"] = override_selectors.dashboard(kinds=kinds)
+        if user.has_perm("privacy.view_deletionrequest"):
+            from privacy import selectors as privacy_selectors
+
+            context["privacy"] = {
+                **privacy_selectors.privacy_dashboard(),
+                "flagged_requests": privacy_selectors.flagged_requests()[:10],
+                "flag_days": settings.DELETION_FLAG_AFTER_DAYS,
+            }
         return context
 
 

@@ -91,16 +91,12 @@ def client_for():
     return _client_for
 
 
-@pytest.fixture
-def celery_worker(transactional_db, tmp_path):
-    """A real Celery worker process on this test database and Redis (services pass).
-
-    Yields the queue name to send tasks to; the worker is stopped before the test
-    database is flushed.
-    """
+def start_celery_worker(
+    queue: str, log_path: Path, *, extra_env: dict | None = None
+) -> subprocess.Popen:
+    """Start a real Celery worker on the test database; return once it is ready."""
     from django.db import connection
 
-    queue = f"opsconsole-test-{os.getpid()}"
     database = connection.settings_dict
     env = {
         **os.environ,
@@ -109,9 +105,9 @@ def celery_worker(transactional_db, tmp_path):
             f"{database['NAME']}"
         ),
         "CELERY_QUEUE": queue,
+        **(extra_env or {}),
     }
-    log_path = tmp_path / "worker.log"
-    with open(log_path, "w") as log:
+    with open(log_path, "a") as log:
         worker = subprocess.Popen(
             [
                 sys.executable,
@@ -133,19 +129,36 @@ def celery_worker(transactional_db, tmp_path):
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
+    ready_before = log_path.read_text().count(" ready.")
     deadline = time.monotonic() + 60
-    while "ready" not in log_path.read_text():
+    while log_path.read_text().count(" ready.") <= ready_before:
         if worker.poll() is not None or time.monotonic() > deadline:
             worker.kill()
             raise RuntimeError(f"Celery worker did not start:\n{log_path.read_text()}")
         time.sleep(0.2)
-    yield queue
+    return worker
+
+
+def stop_celery_worker(worker: subprocess.Popen) -> None:
     worker.terminate()
     try:
         worker.wait(timeout=20)
     except subprocess.TimeoutExpired:
         worker.kill()
         worker.wait()
+
+
+@pytest.fixture
+def celery_worker(transactional_db, tmp_path):
+    """A real Celery worker process on this test database and Redis (services pass).
+
+    Yields the queue name to send tasks to; the worker is stopped before the test
+    database is flushed.
+    """
+    queue = f"opsconsole-test-{os.getpid()}"
+    worker = start_celery_worker(queue, tmp_path / "worker.log")
+    yield queue
+    stop_celery_worker(worker)
 
 
 def wait_until(condition, *, timeout: float = 20.0, interval: float = 0.1):
