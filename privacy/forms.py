@@ -126,6 +126,8 @@ class DownstreamForm(forms.ModelForm):
     )
     secret = forms.CharField(
         required=False,
+        min_length=16,
+        max_length=200,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         help_text="At least 16 characters, shared with the downstream to check the "
         "X-OpsConsole-Signature header.",

@@ -48,7 +48,7 @@ def deletion_request_list(
         )
     if customer_hash:
         queryset = queryset.filter(customer_hash=customer_hash)
-    return _with_progress(queryset)
+    return _with_progress(queryset).order_by("-received_at", "pk")
 
 
 def deletion_request_detail(request_id) -> DeletionRequest:

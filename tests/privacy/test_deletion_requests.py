@@ -45,7 +45,9 @@ def _post(client, url, body):
 
 
 def _file(client, customer_id="cust-42", **extra):
-    return _post(client, REQUESTS, {"customer_id": customer_id, "source": "ZD-1", **extra})
+    return _post(
+        client, REQUESTS, {"customer_id": customer_id, "source": "ZD-1", **extra}
+    )
 
 
 def _log_predictions(register, customer_id: str, count: int = 3):
@@ -109,7 +111,9 @@ def test_intake__no_downstreams__console_data_deleted_and_completed(
     assert request.encrypted_customer_id is None
     assert not Prediction.objects.filter(customer_hash=request.customer_hash).exists()
     assert Prediction.objects.filter(prediction_id="cust-other-p0").exists()
-    assert Explanation.objects.filter(prediction__prediction_id="cust-other-p0").exists()
+    assert Explanation.objects.filter(
+        prediction__prediction_id="cust-other-p0"
+    ).exists()
     deleted = request.events.get(kind=EventKind.CONSOLE_DATA_DELETED).detail
     assert deleted["predictions"] == 3
     assert deleted["explanations"] == 1
@@ -145,7 +149,9 @@ def test_delivery__fails_twice_then_acknowledged__same_signed_payload_each_time(
     assert request.encrypted_customer_id is None and request.raw_id_erased_at
 
     assert len(server.calls) == 3
-    assert server.bodies_by_key() == {delivery.idempotency_key: {server.calls[0]["body"]}}
+    assert server.bodies_by_key() == {
+        delivery.idempotency_key: {server.calls[0]["body"]}
+    }
     payload = json.loads(server.calls[0]["body"])
     assert payload == {
         "action": "delete",
@@ -213,9 +219,7 @@ def test_delivery__leased__second_worker_does_not_call_again(
     assert server.calls == []
 
 
-def test_delivery__already_acknowledged__repeat_task_is_harmless(
-    db, downstream_server
-):
+def test_delivery__already_acknowledged__repeat_task_is_harmless(db, downstream_server):
     server = downstream_server()
     services.downstream_create(name="crm", url=server.url(), secret=SECRET)
     request = services.deletion_request_create(customer_id="cust-1", source="T-1")
@@ -230,9 +234,7 @@ def test_delivery__already_acknowledged__repeat_task_is_harmless(
 
 def test_inactive_downstream__not_told_about_new_requests(db, downstream_server):
     server = downstream_server()
-    downstream = services.downstream_create(
-        name="crm", url=server.url(), secret=SECRET
-    )
+    downstream = services.downstream_create(name="crm", url=server.url(), secret=SECRET)
     services.downstream_update(
         downstream_id=downstream.pk,
         name="crm",
@@ -260,7 +262,9 @@ def test_sweeper__re_enqueues_lost_steps_once_per_grace_period(
     DeletionRequest.objects.filter(pk=request.pk).update(
         created_at=timezone.now() - timedelta(minutes=5)
     )
-    DownstreamDelivery.objects.update(next_attempt_at=timezone.now() - timedelta(minutes=5))
+    DownstreamDelivery.objects.update(
+        next_attempt_at=timezone.now() - timedelta(minutes=5)
+    )
     assert sweep_deletion_requests() == 2  # runs both steps (eager)
     request.refresh_from_db()
     assert request.status == RequestStatus.COMPLETED
@@ -424,7 +428,12 @@ def test_detail_endpoint__status_per_downstream_and_timeline(
         "console_data_deleted",
     ]
     assert "cust-42" not in json.dumps(body)
-    assert privacy_client.get(f"{REQUESTS}/00000000-0000-0000-0000-000000000000").status_code == 404
+    assert (
+        privacy_client.get(
+            f"{REQUESTS}/00000000-0000-0000-0000-000000000000"
+        ).status_code
+        == 404
+    )
 
 
 def test_evidence_kept_after_the_request_completes_and_holds_no_raw_id(
