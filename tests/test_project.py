@@ -29,7 +29,18 @@ def test_roles__created_by_migration_with_their_permissions(db):
         "overrides.view_block",
     } <= perms("account_manager")
     assert "overrides.add_block" not in perms("account_manager")
-    assert not any(p.startswith("overrides.") for p in perms("privacy_officer"))
+    officer = perms("privacy_officer")
+    assert not any(p.endswith(("_block", "_boost")) for p in officer)
+    assert {
+        "overrides.add_optout",
+        "overrides.change_optout",
+        "privacy.view_deletionrequest",
+        "privacy.change_downstream",
+    } <= officer
+    assert {"overrides.add_optout", "privacy.add_deletionrequest"} <= perms(
+        "support_agent"
+    )
+    assert "privacy.view_deletionrequest" not in perms("support_agent")
     assert perms("admin") == {
         f"{p.content_type.app_label}.{p.codename}" for p in Permission.objects.all()
     }
@@ -81,6 +92,7 @@ def test_check_deploy__production_settings__no_warning(tmp_path):
         SECRET_KEY="x7Rk2pVq9LmZ4tYw8NcB3hJd6FsQ1aGe5UoXiTlKvMnCbWyRzPq",
         ALLOWED_HOSTS="console.example.com",
         CUSTOMER_ID_HMAC_KEY="a" * 64,
+        CUSTOMER_ID_ENCRYPTION_KEY="b" * 64,
         OPSCONSOLE_VAR_DIR=str(tmp_path),
     )
     assert result.returncode == 0, result.stdout + result.stderr
