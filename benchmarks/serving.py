@@ -62,6 +62,7 @@ BENCH_ENV = {
     "ALLOWED_HOSTS": "127.0.0.1,localhost",
     "SECURE_SSL_REDIRECT": "0",
     "CUSTOMER_ID_HMAC_KEY": "benchmark-only-customer-id-hmac-key",
+    "CUSTOMER_ID_ENCRYPTION_KEY": "0b" * 32,  # benchmark only: 64 hex digits
     "DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + DATABASE_NAME,
     "REDIS_URL": REDIS_URL,
     "CACHE_KEY_PREFIX": "opsconsole-bench",

@@ -15,14 +15,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import compress
 from operator import itemgetter
 
 FOREVER = math.inf
+_item_id = itemgetter("item_id")
+_score = itemgetter("score")
 _id_and_score = itemgetter("item_id", "score")
-_first = itemgetter(0)
-_second = itemgetter(1)
+# The sort key of a blocked candidate: below every score, so it ranks last.
+_BELOW_ANY_SCORE = -math.inf
 
 
 def parse_time(value: str | None) -> float:
@@ -58,36 +62,40 @@ def _put(index: dict[str, dict], item_id: str, rule_id: int, entry) -> None:
 class RankResult:
     """A ranking, kept light for the serving hot path.
 
-    `items` are `(item_id, score)` pairs, best first, scores after boosts; `boosted`
-    maps each boosted item to `(original score, boost rule id)`; `removed` lists the
-    blocked candidates. `to_response()` gives the REST contract's shape.
+    `ranked` holds the surviving candidates, best first, as the caller passed them,
+    except that each boosted one is replaced by its answer item (a new dict with the
+    boosted score); `items` gives `(item_id, score)` pairs from it. `boosted` maps
+    each boosted item to `(original score, boost rule id)`; `removed` lists the
+    blocked candidates in input order. `to_response()` gives the REST contract's
+    shape.
     """
 
-    items: list[tuple[str, float]]
+    ranked: list[Mapping]
     boosted: dict[str, tuple[float, int]]
     removed: list[dict]
     version: int | None = None
     personalized: bool = True
+    # id() of each dict in `ranked` that this ranking made (a boosted item).
+    made: frozenset[int] = frozenset()
+
+    @property
+    def items(self) -> list[tuple[str, float]]:
+        """`(item_id, score)` pairs, best first, scores after boosts."""
+        return list(map(_id_and_score, self.ranked))
 
     def item_dicts(self) -> list[dict]:
         """The items as the contract writes them (rule_id added on boosted ones)."""
-        boosted = self.boosted
+        made = self.made
         return [
-            {
-                "item_id": item_id,
-                "score": score,
-                "original_score": score,
+            candidate
+            if id(candidate) in made
+            else {
+                "item_id": candidate["item_id"],
+                "score": candidate["score"],
+                "original_score": candidate["score"],
                 "boosted": False,
             }
-            if item_id not in boosted
-            else {
-                "item_id": item_id,
-                "score": score,
-                "original_score": boosted[item_id][0],
-                "boosted": True,
-                "rule_id": boosted[item_id][1],
-            }
-            for item_id, score in self.items
+            for candidate in self.ranked
         ]
 
     def to_response(self) -> dict:
@@ -252,49 +260,141 @@ class RuleSet:
         now: float | None = None,
         apply_boosts: bool = True,
     ) -> RankResult:
-        """Remove blocked candidates, boost the rest, sort by score (stable)."""
+        """Remove blocked candidates, boost the rest, sort by score (stable).
+
+        Only C-level passes touch every candidate, as in a plain filter-and-sort;
+        Python code runs for the few that a rule names.
+        """
+        if not isinstance(candidates, list):
+            candidates = list(candidates)
         now = time.time() if now is None else now
-        blocks = self._blocks_by_item
-        boosts = self._boosts_by_item if apply_boosts else {}
-        # C-level passes over the candidates; Python only touches the few that a
-        # rule names.
-        pairs = list(map(_id_and_score, candidates))
-        ids = list(map(_first, pairs))
-        named = set(filter(blocks.__contains__, ids))
-        named.update(filter(boosts.__contains__, ids))
+        ids = list(map(_item_id, candidates))
+        distinct_ids = set(ids)
+        blocked_by, boost_by = self._rulings(
+            distinct_ids, surface=surface, region=region, now=now, boosts=apply_boosts
+        )
+        if not blocked_by and not boost_by:
+            return RankResult(
+                ranked=sorted(candidates, key=_score, reverse=True),
+                boosted={},
+                removed=[],
+            )
+        # What replaces each named candidate: its answer item if boosted, None if
+        # blocked (dropped below). Keyed by item id, or by object when ids repeat.
+        unique = len(distinct_ids) == len(ids)
+        replacements: dict = {}
         removed: list[dict] = []
         boosted: dict[str, tuple[float, int]] = {}
-        if named:
-            position = dict(zip(ids, range(len(ids)), strict=True))
-            if len(position) == len(ids):
-                occurrences = [
-                    (position[i], i) for i in filter(named.__contains__, ids)
+        ruled = blocked_by.keys() | boost_by.keys()
+        for candidate in compress(candidates, map(ruled.__contains__, ids)):
+            item_id, score = candidate["item_id"], candidate["score"]
+            key = item_id if unique else id(candidate)
+            rule_id = blocked_by.get(item_id)
+            if rule_id is not None:
+                removed.append(
+                    {"item_id": item_id, "reason": "blocked", "rule_id": rule_id}
+                )
+                replacements[key] = None
+                continue
+            factor, rule_id = boost_by[item_id]
+            boosted[item_id] = (score, rule_id)
+            replacements[key] = {
+                "item_id": item_id,
+                "score": score * factor,
+                "original_score": score,
+                "boosted": True,
+                "rule_id": rule_id,
+            }
+        keys = ids if unique else map(id, candidates)
+        ranked = list(filter(None, map(replacements.get, keys, candidates)))
+        ranked.sort(key=_score, reverse=True)
+        made = frozenset(map(id, filter(None, replacements.values())))
+        return RankResult(ranked=ranked, boosted=boosted, removed=removed, made=made)
+
+    def rank_in_place(
+        self,
+        candidates: list[dict],
+        *,
+        distinct_ids: AbstractSet[str],
+        surface: str | None,
+        region: str | None,
+        now: float | None = None,
+    ) -> tuple[list[dict], list[dict]]:
+        """`rank` for the REST endpoint: its answer's `items` and `removed`.
+
+        The candidates must be checked `{"item_id", "score"}` dicts with distinct ids
+        and finite scores, which the caller owns: each one becomes its answer item
+        (two keys added; a boosted one gets its new score and rule id) and the list
+        is sorted in place, so a request makes no object per candidate.
+        """
+        now = time.time() if now is None else now
+        blocked_by, boost_by = self._rulings(
+            distinct_ids, surface=surface, region=region, now=now, boosts=True
+        )
+        # Every item becomes its own, unboosted answer (a plain loop: faster here
+        # than map() over dict.__setitem__, which builds an argument tuple per call)...
+        for candidate in candidates:
+            candidate["original_score"] = candidate["score"]
+            candidate["boosted"] = False
+        removed: list[dict] = []
+        if not blocked_by and not boost_by:
+            candidates.sort(key=_score, reverse=True)
+            return candidates, removed
+        # ...and the few that a rule names are visited again, in input order. A
+        # blocked one gets a score below any other: the sort puts it last, cut off.
+        blocked: list[dict] = []
+        ruled = blocked_by.keys() | boost_by.keys()
+        named = map(ruled.__contains__, map(_item_id, candidates))
+        for candidate in compress(candidates, named):
+            item_id = candidate["item_id"]
+            rule_id = blocked_by.get(item_id)
+            if rule_id is not None:
+                removed.append(
+                    {"item_id": item_id, "reason": "blocked", "rule_id": rule_id}
+                )
+                candidate["score"] = _BELOW_ANY_SCORE
+                blocked.append(candidate)
+            else:
+                factor, rule_id = boost_by[item_id]
+                candidate["score"] *= factor
+                candidate["boosted"] = True
+                candidate["rule_id"] = rule_id
+        candidates.sort(key=_score, reverse=True)
+        if blocked:
+            kept = len(candidates) - len(blocked)
+            blocked_objects = set(map(id, blocked))
+            if blocked_objects.issuperset(map(id, candidates[kept:])):
+                del candidates[kept:]
+            else:  # a non-finite score: the blocked ones are not all at the end
+                candidates[:] = [
+                    item for item in candidates if id(item) not in blocked_objects
                 ]
-            else:  # repeated ids: every occurrence is ruled, not only the last
-                occurrences = [(n, i) for n, i in enumerate(ids) if i in named]
-            dropped: list[int] = []
-            for index, item_id in occurrences:
-                score = pairs[index][1]
-                rule_id = (
-                    self.blocking_rule(item_id, surface=surface, region=region, now=now)
-                    if item_id in blocks
-                    else None
-                )
-                if rule_id is not None:
-                    removed.append(
-                        {"item_id": item_id, "reason": "blocked", "rule_id": rule_id}
-                    )
-                    dropped.append(index)
-                    continue
-                found = (
-                    self.boost(item_id, surface=surface, region=region, now=now)
-                    if item_id in boosts
-                    else None
-                )
-                if found is not None:
-                    boosted[item_id] = (score, found[1])
-                    pairs[index] = (item_id, score * found[0])
-            for index in reversed(dropped):
-                del pairs[index]
-        pairs.sort(key=_second, reverse=True)
-        return RankResult(items=pairs, boosted=boosted, removed=removed)
+        return candidates, removed
+
+    def _rulings(
+        self,
+        distinct_ids: AbstractSet[str],
+        *,
+        surface: str | None,
+        region: str | None,
+        now: float,
+        boosts: bool,
+    ) -> tuple[dict[str, int], dict[str, tuple[float, int]]]:
+        """({item: blocking rule id}, {item: (largest factor, its boost rule id)})
+        for the items among `distinct_ids` that a rule applies to now; an item that
+        is blocked is not boosted. One C-level pass per index over the ids."""
+        blocked_by: dict[str, int] = {}
+        for item_id in self._blocks_by_item.keys() & distinct_ids:
+            rule_id = self.blocking_rule(
+                item_id, surface=surface, region=region, now=now
+            )
+            if rule_id is not None:
+                blocked_by[item_id] = rule_id
+        boost_by: dict[str, tuple[float, int]] = {}
+        if boosts and self._boosts_by_item:
+            for item_id in self._boosts_by_item.keys() & distinct_ids:
+                if item_id not in blocked_by:
+                    found = self.boost(item_id, surface=surface, region=region, now=now)
+                    if found is not None:
+                        boost_by[item_id] = found
+        return blocked_by, boost_by

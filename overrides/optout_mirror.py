@@ -2,16 +2,19 @@
 round trip (one HMGET) instead of 1,000 index lookups. The database stays the source
 of truth.
 
-One Redis hash maps each customer hash to the kinds it opted out of ("p" for
-personalisation, "t" for training). The copy fails closed: an opt-out is added to it
-before its transaction commits (a rollback leaves an extra entry, which only means
-"not personalised" until the next rebuild) and a withdrawal is removed after commit.
-It is used only while its `ready` marker exists, which a full rebuild sets; Redis
-restarting (it keeps nothing on disk here) removes the marker, and readers fall back
-to the database until beat's task rebuilds it.
+One Redis hash maps each customer hash, as its 32 bytes (half the hex: less to
+send and to store), to the kinds it opted out of ("p" for personalisation, "t" for
+training). The copy fails closed: an opt-out is added to it before its transaction
+commits (a rollback leaves an extra entry, which only means "not personalised" until
+the next rebuild) and a withdrawal is removed after commit. It is used only while
+its ready marker (a field of the same hash, so one HMGET reads it with the answers)
+exists, which a full rebuild sets; Redis restarting (it keeps nothing on disk here)
+removes the marker, and readers fall back to the database until beat's task
+rebuilds it.
 """
 
 import logging
+from itertools import compress, permutations
 
 from django.conf import settings
 
@@ -20,6 +23,22 @@ from .models import OptOut, OptOutKind
 logger = logging.getLogger(__name__)
 BATCH = 10_000
 CODES = {OptOutKind.PERSONALIZATION: "p", OptOutKind.TRAINING: "t"}
+# The ready marker: a field no 32-byte digest can equal.
+READY_FIELD = b"ready"
+
+
+def _answers_with(code: str) -> frozenset[bytes]:
+    """Every value an entry can hold that includes `code` (codes in any order)."""
+    return frozenset(
+        "".join(codes).encode()
+        for size in range(1, len(CODES) + 1)
+        for codes in permutations(CODES.values(), size)
+        if code in codes
+    )
+
+
+# For C-level membership tests of HMGET's answers, by kind.
+ANSWERS_WITH = {kind.value: _answers_with(code) for kind, code in CODES.items()}
 
 # KEYS: the live hash and the staging hash; ARGV: customer hash, codes, "add"/"remove".
 _UPDATE_SCRIPT = """
@@ -71,27 +90,37 @@ def enabled() -> bool:
     return bool(settings.REDIS_URL)
 
 
-def lookup(customer_hashes: list[str]) -> dict[str, set[str]] | None:
-    """{kind: hashes opted out} from the copy, or None when it is not ready."""
-    if not enabled() or not customer_hashes:
+def field(customer_hash: str) -> bytes:
+    """A customer hash (hex) as the copy's field: its digest bytes."""
+    return bytes.fromhex(customer_hash)
+
+
+def lookup_digests(digests: list[bytes]) -> list[bytes | None] | None:
+    """Each digest's codes (None: no opt-out), in order; None when not ready.
+
+    One HMGET answers both whether the copy is ready and the codes.
+    """
+    if not enabled() or not digests:
         return None
     try:
-        pipe = _redis().pipeline(transaction=False)
-        pipe.exists(_key("ready"))
-        pipe.hmget(_key("kinds"), customer_hashes)
-        ready, answers = pipe.execute()
+        ready, *answers = _redis().hmget(_key("kinds"), [READY_FIELD, *digests])
     except Exception:
         logger.warning("Opt-out copy unavailable; asking the database")
         return None
     if not ready:
         return None
-    found: dict[str, set[str]] = {kind: set() for kind in OptOutKind.values}
-    for customer_hash, codes in zip(customer_hashes, answers, strict=True):
-        if codes:
-            for kind, code in CODES.items():
-                if code.encode() in codes:
-                    found[kind].add(customer_hash)
-    return found
+    return answers
+
+
+def lookup(customer_hashes: list[str]) -> dict[str, set[str]] | None:
+    """{kind: hashes opted out} from the copy, or None when it is not ready."""
+    answers = lookup_digests(list(map(field, customer_hashes)))
+    if answers is None:
+        return None
+    return {
+        kind: set(compress(customer_hashes, map(codes.__contains__, answers)))
+        for kind, codes in ANSWERS_WITH.items()
+    }
 
 
 def _update(customer_hash: str, kinds: list[str], operation: str) -> None:
@@ -104,7 +133,7 @@ def _update(customer_hash: str, kinds: list[str], operation: str) -> None:
             2,
             _key("kinds"),
             _key("staging"),
-            customer_hash,
+            field(customer_hash),
             codes,
             operation,
         )
@@ -127,14 +156,14 @@ def remove(customer_hash: str, kinds: list[str]) -> None:
 
 def invalidate() -> None:
     try:
-        _redis().delete(_key("ready"))
+        _redis().hdel(_key("kinds"), READY_FIELD)
     except Exception:
         logger.exception("Could not mark the opt-out copy stale")
 
 
 def is_ready() -> bool:
     try:
-        return enabled() and bool(_redis().exists(_key("ready")))
+        return enabled() and bool(_redis().hexists(_key("kinds"), READY_FIELD))
     except Exception:
         return False
 
@@ -155,23 +184,23 @@ def rebuild() -> int:
         .values_list("customer_hash", "kind")
         .iterator(chunk_size=BATCH)
     )
-    pending: dict[str, str] = {}
+    pending: dict[bytes, str] = {}
     count = 0
     for customer_hash, kind in rows:
         count += 1
-        pending[customer_hash] = pending.get(customer_hash, "") + CODES[kind]
+        digest = field(customer_hash)
+        pending[digest] = pending.get(digest, "") + CODES[kind]
         if len(pending) >= BATCH:
             _merge(redis, staging, pending)
     _merge(redis, staging, pending)
     swap = redis.pipeline(transaction=True)
-    swap.hset(staging, "", "-")  # keeps the hash in existence for RENAME
+    swap.hset(staging, READY_FIELD, "1")  # also keeps the hash in existence
     swap.rename(staging, _key("kinds"))
-    swap.set(_key("ready"), "1")
     swap.execute()
     return count
 
 
-def _merge(redis, staging: str, pending: dict[str, str]) -> None:
+def _merge(redis, staging: str, pending: dict[bytes, str]) -> None:
     """Write a batch atomically, keeping codes a writer added to an entry meanwhile."""
     if not pending:
         return

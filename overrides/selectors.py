@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import compress
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -10,6 +11,7 @@ from django.db.models import CharField, F, OuterRef, Q, QuerySet, Subquery, Valu
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from opsconsole.customer_ids import customer_id_digests
 from opsconsole.times import iso_utc
 
 from .models import (
@@ -192,6 +194,28 @@ def opted_out(customer_hashes: list[str]) -> dict[str, set[str]]:
     for customer_hash, kind in rows:
         found[kind].add(customer_hash)
     return found
+
+
+def opted_out_among(customer_ids: list[str]) -> dict[str, list[str]]:
+    """{kind: the given (validated) raw ids with an active opt-out of it, sorted}.
+
+    For serving's bulk check: the ids are hashed to digests, which the Redis copy
+    is keyed by, and the answers are mapped back to the ids in C-level passes.
+    """
+    from . import optout_mirror
+
+    digests = customer_id_digests(customer_ids)
+    answers = optout_mirror.lookup_digests(digests)
+    if answers is not None:
+        return {
+            kind: sorted(set(compress(customer_ids, map(codes.__contains__, answers))))
+            for kind, codes in optout_mirror.ANSWERS_WITH.items()
+        }
+    by_hash = dict(zip(map(bytes.hex, digests), customer_ids, strict=True))
+    return {
+        kind: sorted({by_hash[customer_hash] for customer_hash in hashes})
+        for kind, hashes in opted_out(list(by_hash)).items()
+    }
 
 
 def is_opted_out(customer_hash: str, kind: str) -> bool:

@@ -106,3 +106,19 @@ def test_serving_check__copy_ready__no_database_query(
             "/api/v1/serving/optouts/check", body, content_type="application/json"
         )
     assert response.json() == {"personalization": ["c-1"], "training": []}
+
+
+def test_invalidate__readers_use_the_database_until_a_rebuild(db):
+    _register("c-1")
+    optout_mirror.rebuild()
+    assert optout_mirror.is_ready()
+    optout_mirror.invalidate()
+    customer_hash = hash_customer_id("c-1")
+    assert not optout_mirror.is_ready()
+    assert optout_mirror.lookup([customer_hash]) is None
+    assert selectors.opted_out_among(["c-1", "c-2"]) == {
+        "personalization": ["c-1"],
+        "training": [],
+    }
+    assert tasks.ensure_optout_mirror() == 1
+    assert optout_mirror.lookup([customer_hash])["personalization"] == {customer_hash}

@@ -252,3 +252,44 @@ def test_rank_result__to_response__contract_shape():
         ],
         "removed": [],
     }
+
+
+def test_rank_in_place__same_answer_as_rank():
+    # Given blocks and boosts in and out of scope, and ties
+    blocks = [_block(1, "a"), _block(2, "b", surface="search"), _block(3, "c")]
+    boosts = [_boost(4, "c", 2.0), _boost(5, "d", 3.0), _boost(6, "e", 1.5)]
+    scores = {"a": 0.9, "b": 0.1, "c": 0.8, "d": 0.25, "e": 0.25, "f": 0.375}
+    scores |= {"g": 0.5, "h": 5}
+    candidates = [{"item_id": name, "score": score} for name, score in scores.items()]
+    rules = RuleSet.from_document({"version": 7, "blocked": blocks, "boosts": boosts})
+    expected = rules.rank(
+        candidates, surface="home", region="SG", now=NOW.timestamp()
+    ).to_response()
+    # When the endpoint's variant ranks copies of the same candidates in place
+    items, removed = rules.rank_in_place(
+        [dict(candidate) for candidate in candidates],
+        distinct_ids={candidate["item_id"] for candidate in candidates},
+        surface="home",
+        region="SG",
+        now=NOW.timestamp(),
+    )
+    # Then both answer the same, in the same order
+    assert items == expected["items"]
+    assert (
+        removed
+        == expected["removed"]
+        == [
+            {"item_id": "a", "reason": "blocked", "rule_id": 1},
+            {"item_id": "c", "reason": "blocked", "rule_id": 3},
+        ]
+    )
+    assert [item["item_id"] for item in items] == ["h", "d", "g", "e", "f", "b"]
+
+
+def test_rank__does_not_change_the_callers_candidates():
+    candidates = [{"item_id": "a", "score": 0.5}, {"item_id": "b", "score": 0.2}]
+    _rank(boosts=[_boost(1, "b", 4.0)], blocks=[_block(2, "a")], candidates=candidates)
+    assert candidates == [
+        {"item_id": "a", "score": 0.5},
+        {"item_id": "b", "score": 0.2},
+    ]

@@ -1,5 +1,7 @@
 """Contract tests for the serving endpoints (contract, Authentication and Serving)."""
 
+import hashlib
+import hmac
 import time
 from datetime import timedelta
 
@@ -9,6 +11,7 @@ from django.test import Client
 from django.utils import timezone
 
 from opsconsole import services as console_services
+from opsconsole.customer_ids import hash_customer_id, hash_customer_ids
 from opsconsole.models import ApiKey
 from overrides import selectors, services, serving
 from overrides.models import OverrideChange, ServingInstance
@@ -375,6 +378,32 @@ def test_rank__bad_input__400_naming_the_field(serving_client, body, field):
     assert field in response.json()["error"]["fields"]
 
 
+def test_rank__candidates_with_extra_keys__answer_has_the_contract_keys_only(
+    serving_client, manager
+):
+    make_boost(manager, item_id="b", factor=2.0)
+    body = {
+        "candidates": [
+            {"item_id": "a", "score": 0.5, "note": "x"},
+            {"score": 0.3, "item_id": "b"},
+        ]
+    }
+    items = _post(serving_client, RANK, body).json()["items"]
+    assert items[0] == {
+        "item_id": "b",
+        "score": 0.6,
+        "original_score": 0.3,
+        "boosted": True,
+        "rule_id": items[0]["rule_id"],
+    }
+    assert items[1] == {
+        "item_id": "a",
+        "score": 0.5,
+        "original_score": 0.5,
+        "boosted": False,
+    }
+
+
 def test_rank__10001_candidates__400(serving_client):
     body = {"candidates": [{"item_id": f"i{n}", "score": 1.0} for n in range(10_001)]}
     response = _post(serving_client, RANK, body)
@@ -433,6 +462,26 @@ def test_optouts_check__lists_the_given_ids_that_opted_out_per_kind(serving_clie
         serving_client, OPTOUTS, {"customer_ids": ["c-1", "c-2", "c-3", "c-4"]}
     )
     assert response.json() == {"personalization": ["c-1"], "training": ["c-1", "c-2"]}
+
+
+@pytest.mark.parametrize("key", ["k", "x" * 64, "long-" * 40])
+def test_hash_customer_ids__same_as_one_by_one_hmac__any_key_length(settings, key):
+    settings.CUSTOMER_ID_HMAC_KEY = key
+    raw_ids = ["c-1", "C-1", "é-2", 'quote"d', "x" * 256]
+    assert hash_customer_ids(raw_ids) == {hash_customer_id(raw): raw for raw in raw_ids}
+    assert (
+        hash_customer_id("c-1")
+        == hmac.new(key.encode(), b"c-1", hashlib.sha256).hexdigest()
+    )
+
+
+def test_optouts_check__repeated_and_unicode_ids__each_listed_once(serving_client):
+    services.optout_register(customer_id="kunde-ü", kinds=["training"], source="T")
+    body = {"customer_ids": ["kunde-ü", "c-2", "kunde-ü"]}
+    assert _post(serving_client, OPTOUTS, body).json() == {
+        "personalization": [],
+        "training": ["kunde-ü"],
+    }
 
 
 def test_optouts_check__one_query_for_many_ids(
