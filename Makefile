@@ -46,9 +46,11 @@ chromium:
 		echo "== installing Debian's chromium for the browser tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
 
-## Serving benchmarks on PostgreSQL + Redis + gunicorn (see benchmarks/README.md)
+## Serving, explanation and privacy benchmarks on PostgreSQL + Redis + gunicorn (see benchmarks/README.md)
 benchmarks: $(INSTALLED) wrk
 	$(PY) -m benchmarks.serving
+	$(PY) -m benchmarks.explanations
+	$(PY) -m benchmarks.privacy
 
 ## wrk, the HTTP load generator, from Debian's packages
 wrk:

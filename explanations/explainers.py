@@ -1,11 +1,16 @@
 """SHAP for registered models: one explainer per model version per process.
 
-Tree models (LightGBM, XGBoost, scikit-learn forests and boosting) use TreeExplainer
-in the model's raw output (margin: log odds for binary classifiers, the prediction
-for regressors; probability for scikit-learn forests, whose trees vote
-probabilities). Other models use shap.Explainer on their output function with a
-small sample of the registered background data, sized so one explanation stays
-within EXPLAINER_MAX_SECONDS.
+Tree models (LightGBM, XGBoost, scikit-learn forests and boosting) are explained
+with exact TreeSHAP in the model's raw output (margin: log odds for binary
+classifiers, the prediction for regressors; probability for scikit-learn forests,
+whose trees vote probabilities): shap's TreeExplainer, or for LightGBM the TreeSHAP
+built into LightGBM that TreeExplainer itself calls. Other models use shap.Explainer
+on their output function with a small sample of the registered background data.
+EXPLAINER_MAX_SECONDS bounds one such explanation: a timed probe sizes the sample so
+it normally fits, and the model is called on at most MODEL_CALL_ROWS masked rows at
+a time with the deadline checked before each call, so an explanation that does not
+fit is stopped within one call of the budget (ExplanationTooSlow, 503; nothing is
+stored).
 """
 
 import hashlib
@@ -30,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 BACKGROUND_MAX_ROWS = 100
 BACKGROUND_MIN_ROWS = 10
+MODEL_CALL_ROWS = 2_000
 
 _SKLEARN_TREE_CLASSES = (
     "DecisionTreeClassifier",
@@ -60,6 +66,13 @@ class MissingValuesNotExplainable(ConsoleError):
 
     status_code = 422
     code = "unexplainable"
+
+
+class ExplanationTooSlow(ConsoleError):
+    """A non-tree explanation ran past EXPLAINER_MAX_SECONDS and was stopped."""
+
+    status_code = 503
+    code = "explanation_too_slow"
 
 
 class ArtifactError(Exception):
@@ -102,8 +115,9 @@ def output_space_for(estimator, *, is_classifier: bool) -> str:
     return OutputSpace.LOG_ODDS
 
 
-def model_output(estimator, frame: pd.DataFrame, *, output_space: str) -> np.ndarray:
-    """The model's own output for `frame`, in the space its SHAP values add up in."""
+def model_output(estimator, frame, *, output_space: str) -> np.ndarray:
+    """The model's own output for `frame` (or an array of rows in schema order), in
+    the space its SHAP values add up in."""
     framework = detect_framework(estimator)
     if output_space == OutputSpace.RAW and framework == Framework.SCIKIT_LEARN:
         return np.asarray(estimator.predict(frame), dtype=float)
@@ -131,24 +145,61 @@ class Attribution:
 
 
 class ModelExplainer:
-    """A loaded model and its SHAP explainer, built once and reused."""
+    """A loaded model and its SHAP explainer, built once and reused.
+
+    One row is explained on one thread: it gains nothing from more, and OpenMP
+    threads left spinning by each server process slow the others down. LightGBM
+    is asked directly for its own TreeSHAP (`pred_contrib`, what shap's
+    TreeExplainer calls for it) so the thread count can be passed; XGBoost's
+    booster is set to one thread; OpenMP is limited to one for the rest.
+    """
 
     def __init__(self, model_version: ModelVersion):
         self.output_space = model_version.output_space
         self.feature_names = model_version.feature_names
+        self._deadline = threading.local()
         self.estimator = load_estimator(model_version)
-        if is_tree_model(self.estimator):
-            import shap
-
-            self.explainer = shap.TreeExplainer(self.estimator)
-            self.is_tree = True
-        else:
+        self.framework = model_version.framework
+        self.is_tree = is_tree_model(self.estimator)
+        self.explainer = None
+        if not self.is_tree:
             self.explainer = self._background_explainer(model_version)
-            self.is_tree = False
+            return
+        from threadpoolctl import ThreadpoolController
+
+        # Selected after the model's framework is loaded, so its OpenMP is in.
+        self._openmp = ThreadpoolController().select(user_api="openmp")
+        if self.framework == Framework.LIGHTGBM:
+            self.booster = getattr(self.estimator, "booster_", self.estimator)
+            return
+        import shap
+
+        if self.framework == Framework.XGBOOST:
+            booster = getattr(self.estimator, "get_booster", lambda: None)()
+            if booster is not None:
+                booster.set_param({"nthread": 1})
+        self.explainer = shap.TreeExplainer(self.estimator)
 
     def _output(self, rows) -> np.ndarray:
         frame = pd.DataFrame(np.asarray(rows, dtype=float), columns=self.feature_names)
         return model_output(self.estimator, frame, output_space=self.output_space)
+
+    def _bounded_output(self, rows) -> np.ndarray:
+        """The model's output for shap's masked rows, in calls of MODEL_CALL_ROWS
+        with the deadline checked before each (shap may send 2**F x background
+        rows in one call)."""
+        rows = np.asarray(rows, dtype=float)
+        outputs = []
+        for start in range(0, max(len(rows), 1), MODEL_CALL_ROWS):
+            deadline = getattr(self._deadline, "at", None)
+            if deadline is not None and time.perf_counter() > deadline:
+                raise ExplanationTooSlow(
+                    "Explaining this prediction took longer than "
+                    f"EXPLAINER_MAX_SECONDS ({settings.EXPLAINER_MAX_SECONDS:g} s) "
+                    "and was stopped; it needs a faster model or a larger budget."
+                )
+            outputs.append(self._output(rows[start : start + MODEL_CALL_ROWS]))
+        return np.concatenate(outputs)
 
     def _background_explainer(self, model_version: ModelVersion):
         import shap
@@ -157,7 +208,9 @@ class ModelExplainer:
         rows = self._background_rows(background)
         sample = shap.sample(background, rows, random_state=0)
         masker = shap.maskers.Independent(sample, max_samples=rows)
-        return shap.Explainer(self._output, masker, feature_names=self.feature_names)
+        return shap.Explainer(
+            self._bounded_output, masker, feature_names=self.feature_names
+        )
 
     def _background_rows(self, background: pd.DataFrame) -> int:
         """As many background rows (10-100) as fit in EXPLAINER_MAX_SECONDS.
@@ -175,40 +228,78 @@ class ModelExplainer:
         affordable = settings.EXPLAINER_MAX_SECONDS / (evaluations * seconds_per_row)
         return max(min(rows, BACKGROUND_MIN_ROWS), min(rows, int(affordable)))
 
-    def frame(self, features: dict) -> pd.DataFrame:
-        """One row in schema order; a missing (null) value is NaN for the model."""
-        row = [
-            math.nan if features.get(name) is None else float(features[name])
-            for name in self.feature_names
-        ]
-        return pd.DataFrame([row], columns=self.feature_names, dtype=float)
+    def row(self, features: dict) -> np.ndarray:
+        """One row (1 x F) in schema order; a missing (null) value is NaN."""
+        return np.array(
+            [
+                [
+                    math.nan if features.get(name) is None else float(features[name])
+                    for name in self.feature_names
+                ]
+            ],
+            dtype=float,
+        )
+
+    def _row_output(self, row: np.ndarray) -> float:
+        """The model's own output for one row, in its output space.
+
+        Called on the array, not a frame: the schema's order is the model's (checked
+        at registration), and building and checking a one-row frame costs more than
+        scoring it. XGBoost keeps its frame (its sklearn API checks names).
+        """
+        if self.framework == Framework.XGBOOST:
+            rows = pd.DataFrame(row, columns=self.feature_names)
+        else:
+            rows = row
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "X does not have valid feature names")
+            return float(
+                model_output(self.estimator, rows, output_space=self.output_space)[0]
+            )
+
+    def _tree_attribution(self, row: np.ndarray) -> Attribution:
+        """TreeSHAP on one thread, and the model's output to check it against."""
+        with self._openmp.limit(limits=1):
+            if self.framework == Framework.LIGHTGBM:
+                output = self.booster.predict(row, raw_score=True, num_threads=1)
+                phi = self.booster.predict(row, pred_contrib=True, num_threads=1)
+                values, base, output = phi[0, :-1], phi[0, -1], output[0]
+            else:
+                output = self._row_output(row)
+                values = self.explainer.shap_values(row)
+                base = self.explainer.expected_value
+        return Attribution(
+            base_value=float(np.ravel(np.asarray(base, dtype=float))[-1]),
+            values=[float(value) for value in _positive_class(values)],
+            output=float(output),
+        )
 
     def explain(self, features: dict) -> Attribution:
-        frame = self.frame(features)
-        if not self.is_tree:
-            missing = [name for name in frame.columns if frame[name].isna().any()]
-            if missing:
-                raise MissingValuesNotExplainable(
-                    f"This model cannot take missing values, so this prediction "
-                    f"cannot be explained: {', '.join(missing)} is null.",
-                    fields={name: ["null"] for name in missing},
-                )
-        output = float(
-            model_output(self.estimator, frame, output_space=self.output_space)[0]
-        )
+        started = time.perf_counter()
+        row = self.row(features)
         if self.is_tree:
-            with warnings.catch_warnings():
-                # LightGBM binary output-format notice; _positive_class handles both.
-                warnings.filterwarnings("ignore", "LightGBM binary classifier")
-                values = self.explainer.shap_values(frame)
-            base = self.explainer.expected_value
-        else:
-            result = self.explainer(frame.to_numpy())
-            values, base = result.values, result.base_values
-        values = _positive_class(values)
-        base = float(np.ravel(np.asarray(base, dtype=float))[-1])
+            return self._tree_attribution(row)
+        missing = [
+            name
+            for name, value in zip(self.feature_names, row[0], strict=True)
+            if math.isnan(value)
+        ]
+        if missing:
+            raise MissingValuesNotExplainable(
+                f"This model cannot take missing values, so this prediction "
+                f"cannot be explained: {', '.join(missing)} is null.",
+                fields={name: ["null"] for name in missing},
+            )
+        output = self._row_output(row)
+        self._deadline.at = started + settings.EXPLAINER_MAX_SECONDS
+        try:
+            result = self.explainer(row)
+        finally:
+            self._deadline.at = None
         return Attribution(
-            base_value=base, values=[float(v) for v in values], output=output
+            base_value=float(np.ravel(np.asarray(result.base_values, dtype=float))[-1]),
+            values=[float(value) for value in _positive_class(result.values)],
+            output=output,
         )
 
 

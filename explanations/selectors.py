@@ -87,6 +87,32 @@ def plain_reasons(
     return reasons
 
 
+def explanation_document(explanation: Explanation) -> dict:
+    """The contract's explanation answer as plain data, rendered without a
+    serializer (ExplanationSerializer describes it in /api/schema/)."""
+    model_version = explanation.model_version
+    return {
+        "prediction_id": explanation.prediction.prediction_id,
+        "model": {"name": model_version.name, "version": model_version.version},
+        "output_space": explanation.output_space,
+        "base_value": explanation.base_value,
+        "output": explanation.output,
+        "contributions": [
+            {
+                "feature": contribution["feature"],
+                "label": contribution["label"],
+                "value": (
+                    None
+                    if contribution["value"] is None
+                    else float(contribution["value"])
+                ),
+                "shap": contribution["shap"],
+            }
+            for contribution in explanation.contributions
+        ],
+    }
+
+
 def customer_predictions_by_model(
     customer_hash: str, *, limit: int = CUSTOMER_PREDICTIONS_LIMIT
 ) -> list[tuple[str, list[Prediction]]]:

@@ -10,6 +10,7 @@ import json
 import math
 import re
 import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ import orjson
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -589,16 +590,22 @@ def delete_expired_predictions(*, now: datetime | None = None) -> int:
 def explain_prediction(*, prediction_id: str) -> Explanation:
     """The prediction's explanation: computed on first request, then reused.
 
-    SHAP runs outside any transaction; when two requests race, the first row
-    written wins and the other computation is discarded.
+    One query reads the prediction, its model version and its stored explanation,
+    if any. SHAP runs outside any transaction; when two requests race, the first
+    row written wins and the other computation is discarded.
     """
-    prediction = Prediction.objects.select_related("model_version").get(
+    prediction = Prediction.objects.select_related("model_version", "explanation").get(
         prediction_id=prediction_id
     )
-    existing = Explanation.objects.filter(prediction=prediction).first()
-    if existing is not None:
-        return existing
     model_version = prediction.model_version
+    try:
+        explanation = prediction.explanation
+    except Explanation.DoesNotExist:
+        pass
+    else:
+        if explanation.model_version_id == model_version.pk:
+            explanation.model_version = model_version  # the row already read
+        return explanation
     attribution = explainers.explainer_for(model_version).explain(prediction.features)
     contributions = [
         {
@@ -612,17 +619,34 @@ def explain_prediction(*, prediction_id: str) -> Explanation:
         )
     ]
     contributions.sort(key=lambda contribution: -abs(contribution["shap"]))
-    explanation, _created = Explanation.objects.get_or_create(
+    explanation = Explanation(
         prediction=prediction,
-        defaults={
-            "model_version": model_version,
-            "base_value": attribution.base_value,
-            "output": attribution.output,
-            "output_space": model_version.output_space,
-            "contributions": contributions,
-        },
+        model_version=model_version,
+        base_value=attribution.base_value,
+        output=attribution.output,
+        output_space=model_version.output_space,
+        contributions=contributions,
     )
+    if not _insert_first(explanation):
+        explanation = Explanation.objects.select_related(
+            "prediction", "model_version"
+        ).get(prediction=prediction)
     return explanation
+
+
+def _insert_first(explanation: Explanation) -> bool:
+    """INSERT the explanation; False when another request stored one first.
+
+    Outside a transaction the INSERT commits on its own (one round trip); inside
+    one, a savepoint keeps a lost race from breaking the caller's transaction.
+    """
+    in_transaction = transaction.get_connection().in_atomic_block
+    try:
+        with transaction.atomic() if in_transaction else nullcontext():
+            explanation.save(force_insert=True)
+    except IntegrityError:
+        return False
+    return True
 
 
 def record_prediction_view(

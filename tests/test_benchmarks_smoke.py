@@ -1,12 +1,19 @@
-"""benchmarks/serving.py at a tiny scale: its data setup, answer checks and
-measurements run, so `make benchmarks` does not find a broken code path after
-minutes of loading. No timing is asserted: the speed targets live in benchmarks/.
+"""benchmarks/serving.py and benchmarks/explanations.py at a tiny scale: their data
+setup, answer checks and measurements run, so `make benchmarks` does not find a
+broken code path after minutes of loading. No timing is asserted: the speed targets
+live in benchmarks/.
 """
+
+import os
+import time
 
 import pytest
 from django.test import Client
 
+from benchmarks import explanations as explanations_bench
 from benchmarks import serving as bench
+from explanations import explainers
+from explanations.models import Explanation, Prediction
 from opsconsole_client.rules import RuleSet
 from overrides import serving
 from overrides.models import Block, Boost, OptOut
@@ -235,3 +242,132 @@ def test_summary_rows__figures__marks_each_target_pass_or_miss():
     assert rows["snapshot 304 p50 (p99)"][3] == "PASS"
     assert rows["baseline p50 / p90 / p99"][2:] == ("", "")
     assert "MISS" in bench.format_table(list(rows.values()))
+
+
+# benchmarks/explanations.py ---------------------------------------------------------
+
+EXPLANATIONS_TINY = explanations_bench.Scale(
+    features=6,
+    training_rows=300,
+    lightgbm_trees=10,
+    sklearn_trees=5,
+    uncached_calls=3,
+    cached_calls=4,
+    batch_size=20,
+    batches=2,
+    warmup_calls=2,
+)
+
+
+class _InProcessServer:
+    """Django's test client in place of gunicorn, with LiveServer's interface."""
+
+    workers = 1
+
+    def __init__(self, api_key: str):
+        self.client = Client(HTTP_AUTHORIZATION=f"Bearer {api_key}")
+
+    def request(self, method: str, path: str, *, data=b"", headers=None):
+        started = time.perf_counter()
+        response = self.client.generic(
+            method, path, data, content_type="application/json"
+        )
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if response.status_code >= 400:
+            raise bench.BenchmarkError(f"{path} answered {response.status_code}")
+        return elapsed_ms, response
+
+    def pids(self) -> list[int]:
+        return [os.getpid()]
+
+
+@pytest.fixture
+def explanation_workload(db, settings, tmp_path):
+    """The benchmark's two models and predictions, tiny, on the test database."""
+    settings.MODEL_ARTIFACT_DIR = tmp_path / "models"
+    explainers.forget_explainers()
+    yield explanations_bench.prepare(
+        EXPLANATIONS_TINY, artifact_dir=tmp_path / "models", log=lambda *_: None
+    )
+    explainers.forget_explainers()
+
+
+@pytest.mark.urls("benchmarks.urls")
+def test_explanation_benchmark__tiny_scale__every_measurement_runs(
+    explanation_workload,
+):
+    # Given the benchmark's models, predictions and key, at a tiny scale
+    workload, data = explanation_workload
+    api_key = explanations_bench.create_api_key()
+
+    # When every measurement runs, the test client standing in for gunicorn
+    results = {
+        "data": data,
+        **explanations_bench.measure_over_http(
+            _InProcessServer(api_key), workload, EXPLANATIONS_TINY, log=lambda *_: None
+        ),
+        **explanations_bench.measure_in_process(workload, api_key, EXPLANATIONS_TINY),
+    }
+
+    # Then the answers were checked against shap and every figure is there
+    assert data["models"]["lightgbm"]["trees"] == 10
+    assert data["models"]["sklearn"]["trees"] == 5
+    for kind in explanations_bench.KINDS:
+        uncached = results["uncached"][kind]
+        assert uncached["calls"] == 3 and uncached["budget_ms"] > 0
+        assert results["page_weight"][kind]["bytes"] > 0
+    assert Explanation.objects.count() == 2 * (3 + 2)
+    assert len(results["cached_in_process"]["queries"]) == 1
+    assert results["batch_logging"]["predictions_per_second"] > 0
+    assert Prediction.objects.filter(prediction_id__startswith="batch-").count() == 40
+    rows = explanations_bench.summary_rows(results)
+    assert {row[3] for row in rows} <= {"PASS", "MISS", ""}
+    assert "uncached explanation API, LightGBM" in bench.format_table(rows)
+
+
+def test_check_explanation__values_not_shaps__refuses_to_measure():
+    answer = {
+        "prediction_id": "p-1",
+        "base_value": 0.0,
+        "output": 1.0,
+        "contributions": [
+            {"feature": "a", "shap": 0.5},
+            {"feature": "b", "shap": 0.5},
+        ],
+    }
+    explanations_bench.check_explanation(answer, [0.5, 0.5], ["a", "b"])
+
+    with pytest.raises(bench.BenchmarkError, match="from shap"):
+        explanations_bench.check_explanation(answer, [0.7, 0.3], ["a", "b"])
+
+
+def test_explanation_summary_rows__over_budget__miss():
+    uncached = {
+        "api_ms_median": 7.0,
+        "bare_ms_median": 3.0,
+        "empty_ms_median": 1.0,
+        "budget_ms": 5.5,
+        "empty_api_ms_median": 1.4,
+        "ratio_to_bare": 7 / 3,
+    }
+    results = {
+        "uncached": {
+            "lightgbm": uncached,
+            "sklearn": {**uncached, "api_ms_median": 5.0},
+        },
+        "cached_in_process": {"ms_median": 1.2, "ms_p90": 1.5, "queries": ["q"]},
+        "cached_http": {kind: {"ms_median": 2.0} for kind in explanations_bench.KINDS},
+        "page_weight": {"lightgbm": {"bytes": 31_000, "gzip_bytes": 4_000}},
+        "batch_logging": {
+            "batch_size": 1000,
+            "predictions_per_second": 5000.0,
+            "seconds_median": 0.2,
+        },
+    }
+
+    rows = {row[0]: row for row in explanations_bench.summary_rows(results)}
+
+    assert rows["uncached explanation API, LightGBM"][3] == "MISS"
+    assert rows["uncached explanation API, sklearn GBC"][3] == "PASS"
+    assert rows["cached explanation, server time (p90)"][3] == "PASS"
+    assert rows["prediction page HTML, 30 features"][3] == "MISS"

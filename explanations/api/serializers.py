@@ -1,7 +1,8 @@
 """Shapes of the prediction log and explanation endpoints (contract).
 
 The prediction log checks bodies in the service against each model's feature
-schema; these serializers describe the shapes in /api/schema/ and render output.
+schema; these serializers describe the shapes in /api/schema/ (the views answer
+plain data).
 """
 
 from rest_framework import serializers

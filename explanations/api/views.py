@@ -10,11 +10,12 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from explanations import services
+from explanations import selectors, services
 from explanations.explainers import ArtifactError
 from explanations.models import Prediction
 from opsconsole.errors import error_body
 from opsconsole.models import ApiKey
+from opsconsole.parsers import FastJSONRenderer
 from overrides.api.serializers import ApiErrorSerializer
 
 from .serializers import (
@@ -35,6 +36,7 @@ class PredictionLogView(APIView):
     """Log one prediction or a batch (all or nothing); repeats are idempotent."""
 
     api_key_scope = "predictions:write"
+    renderer_classes = [FastJSONRenderer]
     required_permissions = {"POST": "explanations.add_prediction"}
 
     @extend_schema(
@@ -75,9 +77,14 @@ class PredictionLogView(APIView):
 
 
 class ExplanationView(APIView):
-    """SHAP contributions of one prediction; views by people are recorded."""
+    """SHAP contributions of one prediction; views by people are recorded.
+
+    The answer is built as plain data and rendered with orjson: a cached
+    explanation is one query, and a serializer would cost more than the rest.
+    """
 
     api_key_scope = "explanations:read"
+    renderer_classes = [FastJSONRenderer]
     required_permissions = {
         method: "explanations.view_explanation" for method in ("GET", "HEAD", "OPTIONS")
     }
@@ -111,4 +118,4 @@ class ExplanationView(APIView):
             services.record_prediction_view(
                 prediction=explanation.prediction, user=request.user
             )
-        return Response(ExplanationSerializer(explanation).data)
+        return Response(selectors.explanation_document(explanation))

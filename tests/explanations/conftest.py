@@ -154,3 +154,21 @@ def prediction_body(model_version, prediction_id: str = "p-1", **overrides) -> d
     }
     body.update(overrides)
     return body
+
+
+@pytest.fixture
+def precompute_worker(request, monkeypatch, settings, artifact_dir):
+    """A real Celery worker (tests/conftest.py) that reads this test's artifacts,
+    with EXPLANATION_PRECOMPUTE on and new tasks sent to its queue.
+
+    Returns the queue name. Needs the services pass (PostgreSQL + Redis).
+    """
+    from opsconsole.celery import app
+
+    monkeypatch.setenv("MODEL_ARTIFACT_DIR", str(artifact_dir))
+    queue = request.getfixturevalue("celery_worker")
+    default_queue = app.conf.task_default_queue
+    app.conf.task_default_queue = queue
+    settings.EXPLANATION_PRECOMPUTE = True
+    yield queue
+    app.conf.task_default_queue = default_queue

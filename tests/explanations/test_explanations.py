@@ -2,6 +2,7 @@
 and the retention job."""
 
 import math
+import time
 from datetime import timedelta
 
 import joblib
@@ -13,6 +14,7 @@ from django.utils import timezone
 
 from explanations import explainers, selectors, services, tasks
 from explanations.models import Explanation, Prediction, PredictionView
+from tests.conftest import wait_until
 
 from .conftest import FEATURE_NAMES, ROW, TREE_KINDS, prediction_body
 
@@ -131,6 +133,59 @@ def test_explain_prediction__second_call__reuses_stored_explanation(
     assert Explanation.objects.count() == 1
 
 
+def _race(monkeypatch, model_version):
+    """While SHAP runs, another request stores its explanation first."""
+    original = explainers.ModelExplainer.explain
+
+    def explain_while_another_stores(self, features):
+        attribution = original(self, features)
+        Explanation.objects.create(
+            prediction=Prediction.objects.get(prediction_id="p-1"),
+            model_version=model_version,
+            base_value=attribution.base_value,
+            output=attribution.output,
+            output_space=model_version.output_space,
+            contributions=[
+                {"feature": "first", "label": "First", "value": 1, "shap": 0}
+            ],
+        )
+        return attribution
+
+    monkeypatch.setattr(
+        explainers.ModelExplainer, "explain", explain_while_another_stores
+    )
+
+
+def test_explain_prediction__lost_race_in_a_transaction__first_row_wins(
+    register, monkeypatch
+):
+    # Given a request inside a transaction (the test's) that loses the race
+    model_version = register("lightgbm-regressor")
+    _log(model_version)
+    _race(monkeypatch, model_version)
+
+    explanation = services.explain_prediction(prediction_id="p-1")
+
+    # Then the stored row is answered, and the transaction is still usable
+    assert explanation.contributions[0]["feature"] == "first"
+    assert Explanation.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_explain_prediction__lost_race_in_autocommit__first_row_wins(
+    register, monkeypatch
+):
+    model_version = register("lightgbm-regressor")
+    _log(model_version)
+    _race(monkeypatch, model_version)
+
+    explanation = services.explain_prediction(prediction_id="p-1")
+
+    assert explanation.contributions[0]["feature"] == "first"
+    assert explanation.prediction.prediction_id == "p-1"
+    assert Explanation.objects.count() == 1
+
+
 def test_explainer_for__same_model_version__built_once(register):
     model_version = register("xgboost-regressor")
 
@@ -181,6 +236,31 @@ def test_log_predictions__precompute_on__enqueues_new_ids_after_commit(
     assert sent == [["p-0"], ["p-1"]]
     tasks.explain_predictions(sent[1])
     assert Explanation.objects.filter(prediction__prediction_id="p-1").exists()
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_log_predictions__precompute_on__real_worker_stores_explanations(
+    register, precompute_worker
+):
+    # Given precomputation on and a real Celery worker (not eager)
+    from opsconsole.celery import app
+
+    assert not app.conf.task_always_eager
+    model_version = register("lightgbm-classifier")
+
+    # When a batch is logged
+    services.log_predictions(
+        records=[prediction_body(model_version, f"p-{n}") for n in range(3)]
+    )
+
+    # Then the worker stores their explanations, which add up
+    wait_until(lambda: Explanation.objects.count() == 3, timeout=60)
+    for explanation in Explanation.objects.all():
+        total = explanation.base_value + sum(
+            c["shap"] for c in explanation.contributions
+        )
+        assert _relative_gap(total, explanation.output) < 1e-6
 
 
 def test_log_predictions__precompute_off__explains_nothing(
@@ -297,3 +377,94 @@ def test_explain_prediction__null_feature_on_a_non_tree_model__422_naming_it(
     assert error["code"] == "unexplainable"
     assert name in error["message"] and name in error["fields"]
     assert not Explanation.objects.exists()
+
+
+# EXPLAINER_MAX_SECONDS -------------------------------------------------------------
+
+
+def _slow_model(monkeypatch, seconds_per_call: float) -> list[int]:
+    """Every model call sleeps; returns the sizes of the calls made."""
+    calls: list[int] = []
+    original = explainers.model_output
+
+    def slow(estimator, frame, *, output_space):
+        calls.append(len(frame))
+        time.sleep(seconds_per_call)
+        return original(estimator, frame, output_space=output_space)
+
+    monkeypatch.setattr(explainers, "model_output", slow)
+    return calls
+
+
+def test_explain__non_tree_model_past_the_budget__stopped_within_one_call(
+    register, settings, monkeypatch
+):
+    # Given a background explainer already used once (shap's one-off compilation
+    # done), 100 background rows and 5 features: 2**5 x 100 masked rows to score
+    model_version = register("sklearn-logistic")
+    _log(model_version, "p-warm")
+    services.explain_prediction(prediction_id="p-warm")
+    _log(model_version, "p-1")
+    # And a model now slow: 0.05 s per call of at most 10 rows (over 10 s in all)
+    monkeypatch.setattr(explainers, "MODEL_CALL_ROWS", 10)
+    calls = _slow_model(monkeypatch, 0.05)
+    settings.EXPLAINER_MAX_SECONDS = 0.3
+
+    # When it is asked for an explanation
+    started = time.perf_counter()
+    with pytest.raises(explainers.ExplanationTooSlow, match="EXPLAINER_MAX_SECONDS"):
+        services.explain_prediction(prediction_id="p-1")
+    elapsed = time.perf_counter() - started
+
+    # Then it stops within one call after the budget, far short of the full run
+    assert elapsed < 0.3 + 0.05 + 0.25
+    assert max(calls) <= 10 and len(calls) < 12
+    assert not Explanation.objects.filter(prediction__prediction_id="p-1").exists()
+
+
+def test_explanation_api__past_the_budget__503_names_the_setting(
+    register, settings, monkeypatch, client_for, agent
+):
+    settings.EXPLAINER_MAX_SECONDS = 0.0
+    _log(register("sklearn-logistic"))
+
+    response = client_for(agent).get("/api/v1/predictions/p-1/explanation")
+
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "explanation_too_slow"
+    assert "EXPLAINER_MAX_SECONDS" in error["message"]
+
+
+def test_explain__non_tree_model_within_the_budget__many_calls_same_values(
+    register, monkeypatch
+):
+    # Given the same explanation computed in one model call and in calls of 7 rows
+    _log(register("sklearn-logistic"))
+    whole = services.explain_prediction(prediction_id="p-1")
+    Explanation.objects.all().delete()
+    explainers.forget_explainers()
+    monkeypatch.setattr(explainers, "MODEL_CALL_ROWS", 7)
+
+    chunked = services.explain_prediction(prediction_id="p-1")
+
+    # Then splitting the model calls changes nothing
+    for left, right in zip(chunked.contributions, whole.contributions, strict=True):
+        assert left["feature"] == right["feature"]
+        assert left["shap"] == pytest.approx(right["shap"], rel=1e-9, abs=1e-12)
+    assert chunked.base_value == pytest.approx(whole.base_value, rel=1e-12)
+
+
+def test_background_rows__slow_model__fewer_rows_never_below_the_minimum(
+    register, settings, monkeypatch
+):
+    model_version = register("sklearn-logistic")
+    settings.EXPLAINER_MAX_SECONDS = 10.0
+    roomy = explainers.ModelExplainer(model_version)
+    _slow_model(monkeypatch, 0.2)
+    settings.EXPLAINER_MAX_SECONDS = 0.5
+
+    tight = explainers.ModelExplainer(model_version)
+
+    assert len(roomy.explainer.masker.data) == explainers.BACKGROUND_MAX_ROWS
+    assert len(tight.explainer.masker.data) == explainers.BACKGROUND_MIN_ROWS

@@ -275,3 +275,29 @@ def test_explanation__artifact_replaced__503_in_contract_format(
 
     assert response.status_code == 503
     assert "changed" in response.json()["error"]["message"]
+
+
+def test_explanation__first_request__one_read_and_one_insert(
+    reader, logged, django_assert_max_num_queries
+):
+    reader.get("/healthz")  # nothing cached yet but the API key, on first use
+    reader.get(_explanation_url("p-nope"))
+
+    # SELECT the prediction (and any explanation), then SAVEPOINT/INSERT/RELEASE
+    with django_assert_max_num_queries(4):
+        response = reader.get(_explanation_url(logged))
+
+    assert response.status_code == 200
+
+
+def test_explanation__stored__one_query_and_same_answer(
+    reader, logged, django_assert_num_queries
+):
+    first = reader.get(_explanation_url(logged))
+
+    with django_assert_num_queries(1):
+        again = reader.get(_explanation_url(logged))
+
+    assert again.status_code == 200
+    assert again.json() == first.json()
+    assert isinstance(again.json()["contributions"][0]["value"], float)

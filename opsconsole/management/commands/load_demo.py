@@ -8,8 +8,10 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from explanations import demo as explanations_demo
 from opsconsole.auth import ROLES
 from overrides import demo as overrides_demo
+from privacy import demo as privacy_demo
 
 DEMO_USERNAMES = {
     "support_agent": "agent",
@@ -27,6 +29,12 @@ class Command(BaseCommand):
         users = {role: self._demo_user(role) for role in ROLES}
         for line in overrides_demo.load(
             agent=users["support_agent"][0], manager=users["account_manager"][0]
+        ):
+            self.stdout.write(f"  {line}")
+        for line in explanations_demo.load(admin=users["admin"][0]):
+            self.stdout.write(f"  {line}")
+        for line in privacy_demo.load(
+            officer=users["privacy_officer"][0], agent=users["support_agent"][0]
         ):
             self.stdout.write(f"  {line}")
         lines = [
