@@ -120,7 +120,11 @@ def test_page_unknown_path__helpful_404_page(client, db, agent):
     assert "Back to the dashboard" in response.content.decode()
 
 
-def test_load_demo__users_per_role_catalog_and_rules__idempotent(db, capsys):
+def test_load_demo__users_per_role_catalog_and_rules__idempotent(
+    db, capsys, settings, tmp_path
+):
+    settings.VAR_DIR = tmp_path
+    settings.MODEL_ARTIFACT_DIR = tmp_path / "models"
     call_command("load_demo")
     call_command("load_demo")
     output = capsys.readouterr().out
