@@ -536,7 +536,9 @@ def _validate_kinds(kinds: object) -> list[str]:
     return sorted(set(kinds))
 
 
-def _validate_source(source: object) -> str:
+def validate_source(source: object) -> str:
+    """A trimmed, non-empty source (ticket id) of at most 200 characters; shared by
+    opt-outs and deletion requests."""
     text = source.strip() if isinstance(source, str) else ""
     if not text:
         raise ValidationError({"source": "Say where this came from, e.g. a ticket id."})
@@ -558,7 +560,7 @@ def optout_register(
     except ValidationError as error:
         raise ValidationError({"customer_id": error.messages}) from error
     kinds = _validate_kinds(kinds)
-    source = _validate_source(source)
+    source = validate_source(source)
     active = set(
         OptOut.objects.select_for_update()
         .filter(customer_hash=customer_hash, withdrawn_at__isnull=True)
@@ -593,7 +595,7 @@ def optout_withdraw(
     except ValidationError as error:
         raise ValidationError({"customer_id": error.messages}) from error
     kinds = _validate_kinds(kinds)
-    source = _validate_source(source)
+    source = validate_source(source)
     withdrawn = []
     now = timezone.now()
     for optout in OptOut.objects.select_for_update().filter(

@@ -26,7 +26,7 @@ from explanations.models import Prediction
 from opsconsole.customer_ids import hash_customer_id
 from opsconsole.errors import ConflictError
 from overrides.models import OptOutKind
-from overrides.services import optout_register
+from overrides.services import optout_register, validate_source
 
 from .crypto import decrypt_customer_id, encrypt_customer_id
 from .models import (
@@ -57,15 +57,6 @@ def _customer_hash(customer_id: object) -> str:
         return hash_customer_id(customer_id)
     except ValidationError as error:
         raise ValidationError({"customer_id": error.messages}) from error
-
-
-def _clean_source(source: object) -> str:
-    text = source.strip() if isinstance(source, str) else ""
-    if not text:
-        raise ValidationError({"source": "Say where this came from, e.g. a ticket id."})
-    if len(text) > SOURCE_MAX_LENGTH:
-        raise ValidationError({"source": f"At most {SOURCE_MAX_LENGTH} characters."})
-    return text
 
 
 def _clean_received_at(received_at: datetime | None, now: datetime) -> datetime:
@@ -119,7 +110,7 @@ def deletion_request_create(
     except ValidationError as error:
         errors.update(error.message_dict)
     try:
-        source = _clean_source(source)
+        source = validate_source(source)
     except ValidationError as error:
         errors.update(error.message_dict)
     try:
