@@ -27,11 +27,19 @@ class RolePermission(BasePermission):
     message = "You do not have permission to do this."
 
     def required_permissions(self, request, view) -> list[str]:
+        if not hasattr(view, request.method.lower()):
+            # No handler: DRF answers 405, and there is nothing to protect (a view
+            # without a queryset used to crash here with a 500).
+            return []
         explicit = getattr(view, "required_permissions", {})
         action = getattr(view, "action", None)
         for key in (action, request.method):
             if key in explicit:
                 return [explicit[key]]
+        if not hasattr(view, "get_queryset"):
+            # A view without a queryset names its permissions per method; any
+            # other method (OPTIONS) needs all of them rather than a 500.
+            return sorted(set(explicit.values())) or ["opsconsole.undeclared"]
         model = view.get_queryset().model
         verb = METHOD_ACTIONS.get(request.method, "change")
         return [f"{model._meta.app_label}.{verb}_{model._meta.model_name}"]
