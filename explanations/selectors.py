@@ -17,6 +17,26 @@ def model_version_list() -> QuerySet[ModelVersion]:
     return ModelVersion.objects.select_related("registered_by")
 
 
+# Registered model versions never change (a new version is a new row; only
+# `is_active` moves), so each process keeps the rows it has read: explaining a
+# prediction then needs no join to a row of several KB of feature schema.
+_model_versions: dict[int, ModelVersion] = {}
+
+
+def model_version_by_id(pk: int) -> ModelVersion:
+    """The registered model version, read once per process. Its `is_active` may be
+    stale: ask the database (model_version_list) for that."""
+    model_version = _model_versions.get(pk)
+    if model_version is None:
+        model_version = ModelVersion.objects.get(pk=pk)
+        _model_versions[pk] = model_version
+    return model_version
+
+
+def forget_model_versions() -> None:
+    _model_versions.clear()
+
+
 def prediction_by_id(prediction_id: str) -> Prediction:
     """Raises Prediction.DoesNotExist for an unknown id."""
     return Prediction.objects.select_related("model_version").get(

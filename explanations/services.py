@@ -26,7 +26,7 @@ from django.utils.dateparse import parse_datetime
 from opsconsole.customer_ids import hash_customer_id
 from opsconsole.errors import ConflictError
 
-from . import explainers
+from . import explainers, selectors
 from .models import (
     PREDICTION_ID_MAX_LENGTH,
     Explanation,
@@ -590,21 +590,23 @@ def delete_expired_predictions(*, now: datetime | None = None) -> int:
 def explain_prediction(*, prediction_id: str) -> Explanation:
     """The prediction's explanation: computed on first request, then reused.
 
-    One query reads the prediction, its model version and its stored explanation,
-    if any. SHAP runs outside any transaction; when two requests race, the first
-    row written wins and the other computation is discarded.
+    One query reads the prediction and its stored explanation, if any; the model
+    version comes from the process's copy. SHAP runs outside any transaction; when
+    two requests race, the first row written wins and the other is discarded.
     """
-    prediction = Prediction.objects.select_related("model_version", "explanation").get(
+    prediction = Prediction.objects.select_related("explanation").get(
         prediction_id=prediction_id
     )
-    model_version = prediction.model_version
+    model_version = selectors.model_version_by_id(prediction.model_version_id)
+    prediction.model_version = model_version
     try:
         explanation = prediction.explanation
     except Explanation.DoesNotExist:
         pass
     else:
-        if explanation.model_version_id == model_version.pk:
-            explanation.model_version = model_version  # the row already read
+        explanation.model_version = selectors.model_version_by_id(
+            explanation.model_version_id
+        )
         return explanation
     attribution = explainers.explainer_for(model_version).explain(prediction.features)
     contributions = [

@@ -38,17 +38,21 @@ def _fast_password_hashing(settings):
 
 @pytest.fixture(autouse=True)
 def _clean_cache():
-    """Each test starts with empty caches: Django's, API keys', the serving rules'."""
+    """Each test starts with empty caches: Django's, API keys', the serving rules',
+    the model versions'."""
+    from explanations.selectors import forget_model_versions
     from opsconsole import auth
     from overrides import serving
 
     cache.clear()
     auth._key_cache.clear()
     serving.forget_ruleset()
+    forget_model_versions()
     yield
     cache.clear()
     auth._key_cache.clear()
     serving.forget_ruleset()
+    forget_model_versions()
 
 
 @pytest.fixture

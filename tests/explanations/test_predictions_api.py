@@ -278,16 +278,30 @@ def test_explanation__artifact_replaced__503_in_contract_format(
 
 
 def test_explanation__first_request__one_read_and_one_insert(
-    reader, logged, django_assert_max_num_queries
+    reader, writer, logged, model_version, django_assert_max_num_queries
+):
+    # Given a process that has explained one prediction of this model version
+    reader.get(_explanation_url(logged))
+    _post(writer, prediction_body(model_version, prediction_id="p-2"))
+
+    # SELECT the prediction (and any explanation), then SAVEPOINT/INSERT/RELEASE
+    with django_assert_max_num_queries(4):
+        response = reader.get(_explanation_url("p-2"))
+
+    assert response.status_code == 200
+
+
+def test_explanation__model_version__read_once_per_process(
+    reader, writer, logged, model_version, django_assert_max_num_queries
 ):
     reader.get("/healthz")  # nothing cached yet but the API key, on first use
     reader.get(_explanation_url("p-nope"))
 
-    # SELECT the prediction (and any explanation), then SAVEPOINT/INSERT/RELEASE
-    with django_assert_max_num_queries(4):
-        response = reader.get(_explanation_url(logged))
+    # SELECT the prediction, SELECT its model version (first use), then the INSERT
+    with django_assert_max_num_queries(5) as first:
+        reader.get(_explanation_url(logged))
 
-    assert response.status_code == 200
+    assert sum("explanations_modelversion" in query["sql"] for query in first) == 1
 
 
 def test_explanation__stored__one_query_and_same_answer(
