@@ -234,7 +234,7 @@ def test_api_key_create__bad_input__field_error_and_nothing_written(
 
 def test_api_key_create__form_lists_every_scope_with_its_label(admin_user, client_for):
     body = client_for(admin_user).get(reverse("apikey_create")).content.decode()
-    assert len(ApiKeyScope.choices) == 5
+    assert len(ApiKeyScope.choices) == 6
     for scope, label in ApiKeyScope.choices:
         assert f'value="{scope}"' in body
         assert label in body
