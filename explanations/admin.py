@@ -38,7 +38,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             )
             return
         model_version = services.activate_model_version(
-            model_version_id=queryset.get().pk
+            model_version_id=queryset.get().pk, actor=request.user
         )
         self.message_user(request, f"{model_version} is now active.")
 

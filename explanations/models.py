@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from simple_history.models import HistoricalRecords
 
 PREDICTION_ID_MAX_LENGTH = 128
 
@@ -61,6 +62,7 @@ class ModelVersion(models.Model):
     )
     registered_at = models.DateTimeField(default=timezone.now)
     is_active = models.BooleanField(default=False)
+    history = HistoricalRecords(history_change_reason_field=models.TextField(null=True))
 
     class Meta:
         ordering = ["name", "-registered_at"]

@@ -306,7 +306,9 @@ def register_model(
             written.append(stored_background)
             background_sha = explainers.sha256_of(stored_background)
         with transaction.atomic():
-            model_version = ModelVersion.objects.create(
+            if activate:
+                _deactivate_versions(name=name, actor=actor)
+            model_version = ModelVersion(
                 name=name,
                 version=version,
                 artifact=str(stored_artifact.relative_to(settings.MODEL_ARTIFACT_DIR)),
@@ -323,10 +325,15 @@ def register_model(
                 ),
                 background_sha256=background_sha,
                 registered_by=actor,
+                is_active=activate,
             )
-            if activate:
-                activate_model_version(model_version_id=model_version.pk)
-                model_version.refresh_from_db()
+            # One audited change: registered (and active at once when asked).
+            model_version._history_user = actor
+            model_version._change_reason = (
+                f"Registered {framework} artifact {sha[:12]}"
+                + (", active" if activate else "")
+            )
+            model_version.save()
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -336,15 +343,30 @@ def register_model(
     return model_version
 
 
+def _deactivate_versions(*, name: str, actor, exclude_pk=None) -> None:
+    """Deactivate the active version of `name`, one audited save each."""
+    for other in (
+        ModelVersion.objects.select_for_update()
+        .filter(name=name, is_active=True)
+        .exclude(pk=exclude_pk)
+    ):
+        other.is_active = False
+        other._history_user = actor
+        other._change_reason = "Replaced by another active version"
+        other.save(update_fields=["is_active"])
+
+
 @transaction.atomic
-def activate_model_version(*, model_version_id: int) -> ModelVersion:
-    """Make this the one active version of its model name."""
+def activate_model_version(*, model_version_id: int, actor=None) -> ModelVersion:
+    """Make this the one active version of its model name (each change audited)."""
     model_version = ModelVersion.objects.select_for_update().get(pk=model_version_id)
-    ModelVersion.objects.filter(name=model_version.name, is_active=True).exclude(
-        pk=model_version.pk
-    ).update(is_active=False)
+    _deactivate_versions(
+        name=model_version.name, actor=actor, exclude_pk=model_version.pk
+    )
     if not model_version.is_active:
         model_version.is_active = True
+        model_version._history_user = actor
+        model_version._change_reason = "Activated"
         model_version.save(update_fields=["is_active"])
     return model_version
 

@@ -61,6 +61,8 @@ def api_key_create(
     user.is_active = True
     user.save(update_fields=["is_active"])
     key.user = user
+    key._history_user = actor
+    key._change_reason = f"Created with scopes {', '.join(key.scopes)}"
     key.save()
     return key, raw_key
 
@@ -76,6 +78,8 @@ def api_key_revoke(*, key_id: int, actor) -> ApiKey:
         )
     key.revoked_at = timezone.now()
     key.revoked_by = actor
+    key._history_user = actor
+    key._change_reason = "Revoked"
     key.save(update_fields=["revoked_at", "revoked_by"])
     from opsconsole.auth import forget_api_key
 

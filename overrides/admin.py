@@ -7,15 +7,27 @@ from simple_history.admin import SimpleHistoryAdmin
 from .models import Block, Boost, CatalogItem, OverrideChange, Region, Surface
 
 
+class ReasonedHistoryAdmin(SimpleHistoryAdmin):
+    """Admin edits say what changed, so the audit trail has a reason for each."""
+
+    def save_model(self, request, obj, form, change):
+        fields = ", ".join(form.changed_data) or "nothing"
+        obj._history_user = request.user
+        obj._change_reason = (
+            f"Changed in the admin: {fields}" if change else "Added in the admin"
+        )
+        super().save_model(request, obj, form, change)
+
+
 @admin.register(Surface)
-class SurfaceAdmin(SimpleHistoryAdmin):
+class SurfaceAdmin(ReasonedHistoryAdmin):
     list_display = ("code", "name", "is_active")
     list_filter = ("is_active",)
     search_fields = ("code", "name")
 
 
 @admin.register(Region)
-class RegionAdmin(SimpleHistoryAdmin):
+class RegionAdmin(ReasonedHistoryAdmin):
     list_display = ("code", "name", "is_active")
     list_filter = ("is_active",)
     search_fields = ("code", "name")

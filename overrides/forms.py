@@ -210,7 +210,10 @@ class AuditFilterForm(forms.Form):
     kind = forms.ChoiceField(
         required=False,
         choices=[("", "Everything")]
-        + [(kind, kind.capitalize()) for kind in selectors.AUDITED_MODELS],
+        + [
+            (kind, kind.replace("_", " ").capitalize())
+            for kind in selectors.AUDITED_MODELS
+        ],
     )
     actor = forms.CharField(
         required=False,

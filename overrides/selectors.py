@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import compress
 
+from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
@@ -419,7 +420,39 @@ OPEN_STATUSES = (RuleStatus.ACTIVE, RuleStatus.SCHEDULED)
 
 # Audit trail -----------------------------------------------------------------------
 
-AUDITED_MODELS = {"block": Block, "boost": Boost, "surface": Surface, "region": Region}
+
+class _AuditedModels(dict):
+    """{kind: model} of everything the audit trail shows; models of other apps are
+    named by label and resolved on first use (their apps import this one)."""
+
+    def __getitem__(self, kind):
+        model = super().__getitem__(kind)
+        return apps.get_model(model) if isinstance(model, str) else model
+
+    def items(self):
+        return [(kind, self[kind]) for kind in self]
+
+
+AUDITED_MODELS = _AuditedModels(
+    block=Block,
+    boost=Boost,
+    surface=Surface,
+    region=Region,
+    optout=OptOut,
+    deletion_request="privacy.DeletionRequest",
+    downstream="privacy.Downstream",
+    api_key="opsconsole.ApiKey",
+    model_version="explanations.ModelVersion",
+)
+_LABELS = {
+    "block": F("item_id"),
+    "boost": F("item_id"),
+    "surface": Cast("code", CharField()),
+    "region": Cast("code", CharField()),
+    "downstream": Cast("name", CharField()),
+    "api_key": Cast("name", CharField()),
+    "model_version": Cast("name", CharField()),
+}
 _HIDDEN_FIELDS = {
     "id",
     "history_id",
@@ -448,7 +481,7 @@ class AuditEntry:
     """One recorded change: who, when, why, what it was before and after."""
 
     kind: str
-    object_id: int
+    object_id: int | str  # a UUID (as text) for deletion requests
     history_id: int
     when: datetime
     actor: str
@@ -456,6 +489,10 @@ class AuditEntry:
     reason: str
     item_id: str | None
     changes: list[AuditChange] = field(default_factory=list)
+
+    @property
+    def object_ref(self) -> str:
+        return str(self.object_id)
 
     @property
     def summary(self) -> str:
@@ -489,12 +526,13 @@ def audit_log(
             records = records.filter(history_date__gte=since)
         if until:
             records = records.filter(history_date__lt=until)
-        label = (
-            F("item_id") if kind in ("block", "boost") else Cast("code", CharField())
-        )
+        label = _LABELS.get(kind, Cast("id", CharField()))
+        # "audit_kind", not "kind": opt-outs have a field of that name.
         parts.append(
-            records.annotate(kind=Value(kind, output_field=CharField()), label=label)
-            .values("kind", "history_id", "history_date", "label")
+            records.annotate(
+                audit_kind=Value(kind, output_field=CharField()), label=label
+            )
+            .values("audit_kind", "history_id", "history_date", "label")
             .order_by()
         )
     if not parts:
@@ -503,7 +541,7 @@ def audit_log(
     return log.order_by("-history_date", "-history_id")
 
 
-_USER_FIELDS = {"created_by", "withdrawn_by"}
+_USER_FIELDS = {"created_by", "withdrawn_by", "revoked_by", "registered_by", "user"}
 
 
 def _display(
@@ -516,13 +554,28 @@ def _display(
     return None if value == "" else value
 
 
+_CREATED = {
+    "block": "Blocked",
+    "boost": "Boosted",
+    "optout": "Opted out",
+    "deletion_request": "Deletion requested",
+    "model_version": "Registered model",
+}
+
+
 def _action_label(kind: str, record, changed: set[str]) -> str:
     if record.history_type == "+":
-        return {"block": "Blocked", "boost": "Boosted"}.get(kind, f"Created {kind}")
+        return _CREATED.get(kind, f"Created {kind.replace('_', ' ')}")
     if record.history_type == "-":
         return f"Deleted {kind}"
     if "withdrawn_at" in changed:
-        return "Lifted" if kind == "block" else "Ended early"
+        return {"block": "Lifted", "boost": "Ended early"}.get(kind, "Withdrawn")
+    if "revoked_at" in changed:
+        return "Revoked"
+    if "extended_at" in changed:
+        return "Deadline extended"
+    if "retried_at" in changed:
+        return "Retried downstreams"
     if "expiry_recorded_at" in changed:
         return "Expired"
     return f"Changed {kind}"
@@ -537,7 +590,7 @@ def audit_entries_for_page(rows) -> list[AuditEntry]:
     rows = list(rows)
     wanted: dict[str, list[int]] = {}
     for row in rows:
-        wanted.setdefault(row["kind"], []).append(row["history_id"])
+        wanted.setdefault(row["audit_kind"], []).append(row["history_id"])
     records = {}
     previous_of = {}
     for kind, ids in wanted.items():
@@ -564,7 +617,7 @@ def audit_entries_for_page(rows) -> list[AuditEntry]:
     )
     entries = []
     for row in rows:
-        kind = row["kind"]
+        kind = row["audit_kind"]
         record = records[(kind, row["history_id"])]
         previous = previous_of.get((kind, record.history_id))
         if record.history_type == "+":
@@ -589,7 +642,8 @@ def audit_entries_for_page(rows) -> list[AuditEntry]:
                 )
                 for f in AUDITED_MODELS[kind]._meta.concrete_fields
                 if f.name not in _HIDDEN_FIELDS
-                and getattr(record, f.attname) not in (None, "")
+                # Fields kept out of the history (secrets, encrypted ids) are absent.
+                and getattr(record, f.attname, None) not in (None, "")
             ]
         entries.append(
             AuditEntry(

@@ -36,7 +36,10 @@ class Downstream(models.Model):
         blank=True,
         related_name="+",
     )
-    history = HistoricalRecords(excluded_fields=["secret"])
+    history = HistoricalRecords(
+        excluded_fields=["secret"],
+        history_change_reason_field=models.TextField(null=True),
+    )
 
     class Meta:
         ordering = ["name"]
@@ -89,7 +92,14 @@ class DeletionRequest(models.Model):
         blank=True,
         related_name="+",
     )
-    history = HistoricalRecords(excluded_fields=["encrypted_customer_id"])
+    retried_at = models.DateTimeField(
+        null=True, blank=True, help_text='The last "Retry now" of its downstreams.'
+    )
+    # Reasons are the source or the extension's reason (free text): not varchar(100).
+    history = HistoricalRecords(
+        excluded_fields=["encrypted_customer_id"],
+        history_change_reason_field=models.TextField(null=True),
+    )
 
     class Meta:
         ordering = ["-received_at"]

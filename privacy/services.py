@@ -456,17 +456,24 @@ def sweep_unfinished(*, now: datetime | None = None) -> SweepResult:
 
 
 @transaction.atomic
-def retry_now(*, request_id) -> list[int]:
-    """Make every waiting delivery of a request due now (the "Retry now" button)."""
+def retry_now(*, request_id, actor=None) -> list[int]:
+    """Make every waiting delivery of a request due now (the "Retry now" button).
+
+    Recorded on the request (retried_at, with who and how many), so the audit trail
+    shows who hurried which request.
+    """
     request = DeletionRequest.objects.select_for_update().get(pk=request_id)
     waiting = list(
         request.deliveries.filter(status=DeliveryStatus.PENDING).values_list(
             "pk", flat=True
         )
     )
-    DownstreamDelivery.objects.filter(pk__in=waiting).update(
-        next_attempt_at=timezone.now()
-    )
+    now = timezone.now()
+    DownstreamDelivery.objects.filter(pk__in=waiting).update(next_attempt_at=now)
+    request.retried_at = now
+    request._history_user = actor
+    request._change_reason = f"Retry now: {len(waiting)} downstream(s) waiting"
+    request.save()
     return waiting
 
 
@@ -547,6 +554,7 @@ def downstream_create(
     _name_taken(data["name"])
     downstream = Downstream(**data, is_active=bool(is_active), created_by=actor)
     downstream._history_user = actor
+    downstream._change_reason = f"Downstream {downstream.name} added"
     downstream.save()
     return downstream
 
@@ -559,10 +567,15 @@ def downstream_update(
     downstream = Downstream.objects.select_for_update().get(pk=downstream_id)
     data = _clean_downstream(name, url, secret or downstream.secret)
     _name_taken(data["name"], exclude_pk=downstream.pk)
+    data["is_active"] = bool(is_active)
+    # The secret is kept out of the history, so the reason says it was replaced.
+    changed = [f for f, value in data.items() if getattr(downstream, f) != value]
     for field, value in data.items():
         setattr(downstream, field, value)
-    downstream.is_active = bool(is_active)
     downstream._history_user = actor
+    downstream._change_reason = (
+        f"Downstream changed: {', '.join(changed) or 'nothing'}"
+    ).replace("secret", "secret replaced")
     downstream.save()
     return downstream
 

@@ -203,7 +203,7 @@ class RequestRetryView(RoleRequiredMixin, View):
         from .tasks import deliver_to_downstream
 
         deletion = _request_or_404(request_id)
-        waiting = services.retry_now(request_id=deletion.pk)
+        waiting = services.retry_now(request_id=deletion.pk, actor=request.user)
         for delivery_id in waiting:
             deliver_to_downstream.delay(delivery_id)
         messages.info(

@@ -145,10 +145,11 @@ def test_register_model__non_tree_without_background__raises(
 def test_register_model__database_write_fails__artifact_file_removed(
     register, artifact_dir, monkeypatch
 ):
-    def fail(**kwargs):
+    def fail(*args, **kwargs):
         raise RuntimeError("database down")
 
-    monkeypatch.setattr(ModelVersion.objects, "create", fail)
+    # The service saves the new version itself (to record who registered it).
+    monkeypatch.setattr(ModelVersion, "save", fail)
 
     with pytest.raises(RuntimeError):
         register("sklearn-logistic")

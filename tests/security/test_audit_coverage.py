@@ -1,0 +1,539 @@
+"""Every change is audited: each mutating endpoint and form makes one audit entry per
+changed record, with actor, time, reason, before and after.
+
+The audit trail is the one admins read (`/audit/`, `GET /api/v1/audit`):
+overrides.selectors.audit_log() over the django-simple-history records of blocks,
+boosts, surfaces, regions, opt-outs, deletion requests, downstreams, API keys and
+model versions. (Deletion requests also keep their own evidence timeline; that is
+evidence for the customer, not the admins' trail.)
+
+The mutating routes are found by the same URLconf walk as the authorization matrix:
+every POST/PUT/PATCH/DELETE a view implements needs an entry in AUDIT_CASES, either
+cases that drive it or a reason why it changes nothing worth auditing. Argued out:
+
+- reads that are POSTed to keep ids out of URLs or carry a body (searches, the rank
+  preview, serving rank and opt-out checks);
+- signing in and out (sessions, recorded by django-axes, not changes of data);
+- serving heartbeats (telemetry of which version an instance runs, overwritten each
+  time) and logged predictions (data intake at serving rate, idempotent, kept in the
+  prediction log itself);
+- PUT on Django form views (ProcessFormView routes it to post() with an empty
+  request.POST, so it can only fail validation).
+
+Outside the URLconf: model registration and activation (the register_model command
+and the admin's "activate" action) and a settings change in the admin are driven too.
+"""
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from overrides import selectors
+from privacy.models import Downstream
+from tests.factories import make_block, make_boost
+from tests.security.conftest_matrix import (
+    ADMIN_GROUP,
+    csrf_client,
+    project_routes,
+    train_tiny_model,
+)
+
+UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
+
+
+@dataclass
+class Case:
+    """Drive one change: `prepare(env)` makes what it needs (not counted), `act(env)`
+    makes the change; `expected` is the new audit entries per kind."""
+
+    name: str
+    act: object
+    expected: dict[str, int]
+    actor: str  # username, or "apikey:<name>"
+    prepare: object = None
+    reason_contains: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def not_a_change(why: str) -> str:
+    return why
+
+
+# Helpers the cases use ------------------------------------------------------------
+
+
+class Env:
+    """Users, browser-like sessions per role and API keys for the cases."""
+
+    def __init__(self, users, api_key_for):
+        self.users = users
+        self.sessions = {}
+        for role, user in users.items():
+            self.sessions[role] = csrf_client(user)
+        self.objects = {}
+        # Made now, so creating them is not counted as part of a case.
+        self.keys = {}
+        from opsconsole.models import ApiKey, ApiKeyScope
+
+        for scope in ApiKeyScope.values:
+            raw = api_key_for(scope)
+            self.keys[scope] = (raw, ApiKey.objects.get(prefix=raw[:12]).user.username)
+
+    def post(self, role: str, path: str, data=None, **kwargs):
+        client, token = self.sessions[role]
+        return client.post(path, data or {}, headers={"X-CSRFToken": token}, **kwargs)
+
+    def api(self, scope: str, path: str, body):
+        raw, _ = self.keys[scope]
+        return Client().post(
+            path,
+            body,
+            content_type="application/json",
+            headers={"Authorization": f"Bearer {raw}"},
+        )
+
+    def key_user(self, scope: str) -> str:
+        return self.keys[scope][1]
+
+
+def _block(env):
+    env.objects["block"] = make_block(env.users["support_agent"], item_id="sku-a1")
+
+
+def _boost(env):
+    env.objects["boost"] = make_boost(env.users["account_manager"], item_id="sku-a2")
+
+
+def _deletion_request(env):
+    from privacy import services
+
+    env.objects["request"] = services.deletion_request_create(
+        customer_id="cust-audit-1",
+        source="ticket-a",
+        actor=env.users["privacy_officer"],
+    )
+
+
+def _downstream(env):
+    from privacy import services
+
+    env.objects["downstream"] = services.downstream_create(
+        name="warehouse",
+        url="http://127.0.0.1:9/d",
+        secret="x" * 20,
+        actor=env.users["admin"],
+    )
+
+
+def _api_key(env):
+    from opsconsole import services
+
+    env.objects["api_key"], _ = services.api_key_create(
+        name="to-revoke", scopes=["serving:read"], actor=env.users["admin"]
+    )
+
+
+def _optout(env):
+    from overrides.services import optout_register
+
+    optout_register(
+        customer_id="cust-audit-2",
+        kinds=["personalization"],
+        source="ticket-o",
+        actor=env.users["privacy_officer"],
+    )
+
+
+LONG_SOURCE = "ticket-" + "y" * 150  # sources may be 200 characters long
+TOMORROW = (timezone.now() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+
+
+def _expect_status(response, *codes):
+    assert response.status_code in codes, (
+        response.status_code,
+        response.content[:500],
+    )
+    return response
+
+
+# fmt: off
+AUDIT_CASES: dict[tuple[str, str], list[Case] | str] = {
+    # Console forms -----------------------------------------------------------------
+    ("blocks/new/", "POST"): [Case(
+        "block from the form",
+        lambda env: _expect_status(env.post("support_agent", "/blocks/new/", {
+            "item_id": "sku-f1", "reason": "Recall", "surface": "", "region": ""}),
+            302),
+        {"block": 1}, "support-agent", reason_contains="Recall")],
+    ("blocks/bulk/", "POST"): [Case(
+        "bulk block, two rows applied",
+        lambda env: _expect_status(env.post("support_agent", "/blocks/bulk/", {
+            "item_ids": "sku-b1\nsku-b2", "reason": "Recall batch", "surface": "",
+            "region": "", "action": "apply"}), 302),
+        {"block": 2}, "support-agent", reason_contains="Recall batch")],
+    ("blocks/<int:pk>/lift/", "POST"): [Case(
+        "lift from the form",
+        lambda env: _expect_status(env.post(
+            "support_agent", f"/blocks/{env.objects['block'].pk}/lift/",
+            {"reason": "Fixed"}), 302),
+        {"block": 1}, "support-agent", prepare=_block, reason_contains="Fixed")],
+    ("boosts/new/", "POST"): [Case(
+        "boost from the form",
+        lambda env: _expect_status(env.post("account_manager", "/boosts/new/", {
+            "item_id": "sku-f2", "factor": "1.5", "reason": "Launch", "surface": "",
+            "region": "", "ends_at": TOMORROW}), 302),
+        {"boost": 1}, "account-manager", reason_contains="Launch")],
+    ("boosts/<int:pk>/end/", "POST"): [Case(
+        "end a boost from the form",
+        lambda env: _expect_status(env.post(
+            "account_manager", f"/boosts/{env.objects['boost'].pk}/end/",
+            {"reason": "Sold out"}), 302),
+        {"boost": 1}, "account-manager", prepare=_boost, reason_contains="Sold out")],
+    ("privacy/requests/new/", "POST"): [Case(
+        "deletion request filed by a support agent (opts out of both kinds)",
+        lambda env: _expect_status(env.post("support_agent", "/privacy/requests/new/", {
+            "customer_id": "cust-f1", "source": LONG_SOURCE,
+            "identity_verified": "on"}), 200, 302),
+        {"deletion_request": 1, "optout": 2}, "support-agent",
+        reason_contains=LONG_SOURCE)],
+    ("privacy/requests/<uuid:request_id>/extend/", "POST"): [Case(
+        "extend a deadline, with a long reason",
+        lambda env: _expect_status(env.post(
+            "privacy_officer", f"/privacy/requests/{env.objects['request'].pk}/extend/",
+            {"reason": "Backups need restoring first. " * 8}), 302),
+        {"deletion_request": 1}, "privacy-officer", prepare=_deletion_request,
+        reason_contains="Backups need restoring first.")],
+    ("privacy/requests/<uuid:request_id>/retry/", "POST"): [Case(
+        "retry now",
+        lambda env: _expect_status(env.post(
+            "privacy_officer",
+            f"/privacy/requests/{env.objects['request'].pk}/retry/"), 302),
+        {"deletion_request": 1}, "privacy-officer", prepare=_deletion_request,
+        reason_contains="Retry now")],
+    ("privacy/optouts/", "POST"): [
+        Case("register an opt-out from the form",
+             lambda env: _expect_status(env.post("support_agent", "/privacy/optouts/", {
+                 "customer_id": "cust-f2", "kinds": ["training"],
+                 "source": LONG_SOURCE, "action": "register"}), 302),
+             {"optout": 1}, "support-agent", reason_contains=LONG_SOURCE),
+        Case("withdraw an opt-out from the form",
+             lambda env: _expect_status(env.post(
+                 "privacy_officer", "/privacy/optouts/", {
+                 "customer_id": "cust-audit-2", "kinds": ["personalization"],
+                 "source": "ticket-w", "action": "withdraw"}), 302),
+             {"optout": 1}, "privacy-officer", prepare=_optout,
+             reason_contains="ticket-w"),
+    ],
+    ("privacy/downstreams/new/", "POST"): [Case(
+        "add a downstream",
+        lambda env: _expect_status(env.post(
+            "privacy_officer", "/privacy/downstreams/new/", {
+                "name": "crm", "url": "http://127.0.0.1:9/crm", "secret": "z" * 20,
+                "is_active": "on"}), 302),
+        {"downstream": 1}, "privacy-officer", reason_contains="added")],
+    ("privacy/downstreams/<int:downstream_id>/", "POST"): [Case(
+        "change a downstream's URL and secret",
+        lambda env: _expect_status(env.post(
+            "privacy_officer",
+            f"/privacy/downstreams/{env.objects['downstream'].pk}/",
+            {"name": "warehouse", "url": "http://127.0.0.1:9/new", "secret": "q" * 20,
+             "is_active": "on"}), 302),
+        {"downstream": 1}, "privacy-officer", prepare=_downstream,
+        reason_contains="url")],
+    ("settings/api-keys/new/", "POST"): [Case(
+        "create an API key",
+        lambda env: _expect_status(env.post("admin", "/settings/api-keys/new/", {
+            "name": "new-key", "scopes": ["serving:read"]}), 200),
+        {"api_key": 1}, "admin", reason_contains="serving:read")],
+    ("settings/api-keys/<int:pk>/revoke/", "POST"): [Case(
+        "revoke an API key",
+        lambda env: _expect_status(env.post(
+            "admin", f"/settings/api-keys/{env.objects['api_key'].pk}/revoke/"), 302),
+        {"api_key": 1}, "admin", prepare=_api_key, reason_contains="Revoked")],
+    # REST ---------------------------------------------------------------------------
+    ("api/v1/blocks", "POST"): [Case(
+        "block over REST with an overrides:write key",
+        lambda env: _expect_status(env.api("overrides:write", "/api/v1/blocks", {
+            "item_id": "sku-r1", "reason": "Recall", "surface": None,
+            "region": None}), 201),
+        {"block": 1}, "key:overrides:write", reason_contains="Recall")],
+    ("api/v1/blocks/bulk", "POST"): [Case(
+        "bulk block over REST",
+        lambda env: _expect_status(env.api("overrides:write", "/api/v1/blocks/bulk", [
+            {"item_id": "sku-r2", "reason": "Batch"},
+            {"item_id": "sku-r3", "reason": "Batch"}]), 201),
+        {"block": 2}, "key:overrides:write", reason_contains="Batch")],
+    ("api/v1/blocks/<pk>/lift", "POST"): [Case(
+        "lift over REST",
+        lambda env: _expect_status(env.api(
+            "overrides:write", f"/api/v1/blocks/{env.objects['block'].pk}/lift",
+            {"reason": "Fixed upstream"}), 200),
+        {"block": 1}, "key:overrides:write", prepare=_block,
+        reason_contains="Fixed upstream")],
+    ("api/v1/boosts", "POST"): [Case(
+        "boost over REST",
+        lambda env: _expect_status(env.api("overrides:write", "/api/v1/boosts", {
+            "item_id": "sku-r4", "factor": 1.5, "reason": "Launch", "surface": None,
+            "region": None,
+            "ends_at": (timezone.now() + timedelta(days=2)).isoformat()}), 201),
+        {"boost": 1}, "key:overrides:write", reason_contains="Launch")],
+    ("api/v1/boosts/<pk>/end", "POST"): [Case(
+        "end a boost over REST",
+        lambda env: _expect_status(env.api(
+            "overrides:write", f"/api/v1/boosts/{env.objects['boost'].pk}/end",
+            {"reason": "Over"}), 200),
+        {"boost": 1}, "key:overrides:write", prepare=_boost, reason_contains="Over")],
+    ("api/v1/privacy/optouts", "POST"): [Case(
+        "register opt-outs over REST, with a 200-character source",
+        lambda env: _expect_status(env.api("privacy:write", "/api/v1/privacy/optouts", {
+            "customer_id": "cust-r1", "kinds": ["personalization", "training"],
+            "source": "t" * 200}), 200),
+        {"optout": 2}, "key:privacy:write", reason_contains="t" * 200)],
+    ("api/v1/privacy/optouts/withdraw", "POST"): [Case(
+        "withdraw an opt-out over REST",
+        lambda env: _expect_status(env.api(
+            "privacy:write", "/api/v1/privacy/optouts/withdraw", {
+                "customer_id": "cust-audit-2", "kinds": ["personalization"],
+                "source": "ticket-rw"}), 200),
+        {"optout": 1}, "key:privacy:write", prepare=_optout,
+        reason_contains="ticket-rw")],
+    ("api/v1/privacy/deletion-requests", "POST"): [Case(
+        "deletion request over REST",
+        lambda env: _expect_status(env.api(
+            "privacy:write", "/api/v1/privacy/deletion-requests", {
+                "customer_id": "cust-r2", "source": LONG_SOURCE}), 202),
+        {"deletion_request": 1, "optout": 2}, "key:privacy:write",
+        reason_contains=LONG_SOURCE)],
+    # Not changes (see the module docstring) ------------------------------------------
+    ("login/", "POST"): not_a_change("signing in: a session, recorded by django-axes"),
+    ("logout/", "POST"): not_a_change("signing out: a session"),
+    ("privacy/", "POST"): not_a_change("a search by customer id, posted to keep it "
+                                       "out of URLs"),
+    ("serving/preview/", "POST"): not_a_change("a preview of the rank: reads only"),
+    ("explanations/", "POST"): not_a_change("a lookup by prediction or customer id"),
+    ("api/v1/serving/rank", "POST"): not_a_change("a read of the rules"),
+    ("api/v1/serving/optouts/check", "POST"): not_a_change("a read of opt-outs"),
+    ("api/v1/serving/heartbeat", "POST"): not_a_change(
+        "telemetry: the version an instance runs, overwritten each time"),
+    ("api/v1/predictions", "POST"): not_a_change(
+        "data intake at serving rate; idempotent; the prediction log is its record"),
+    ("password/change/", "POST"): not_a_change(
+        "a person's own credential; Django keeps no history of users (see report)"),
+}
+# fmt: on
+
+# Form views answer PUT with post() and an empty request.POST: it cannot change
+# anything, so each is declared here rather than driven.
+_FORM_PUT = "PUT on a form view: post() with an empty request.POST, always invalid"
+
+
+def _unsafe_routes() -> dict[tuple[str, str], str]:
+    found = {}
+    for route, entry in project_routes().items():
+        if route == ADMIN_GROUP or entry.supported is None:
+            continue
+        for method in entry.supported & set(UNSAFE):
+            found[(route, method)] = entry.name
+    return found
+
+
+def _declared() -> dict:
+    declared = dict(AUDIT_CASES)
+    for (route, method), _name in _unsafe_routes().items():
+        if method == "PUT" and (route, "POST") in declared:
+            declared.setdefault((route, "PUT"), _FORM_PUT)
+    return declared
+
+
+def test_audit_cases__every_mutating_route__is_driven_or_argued_out():
+    declared = _declared()
+    unsafe = _unsafe_routes()
+    missing = sorted(
+        f"{method} {route} (url name {name!r})"
+        for (route, method), name in unsafe.items()
+        if (route, method) not in declared
+    )
+    stale = sorted(f"{m} {r}" for (r, m) in declared if (r, m) not in unsafe)
+    assert not missing, (
+        "Mutating URLs without an audit case in AUDIT_CASES (tests/security/"
+        f"test_audit_coverage.py): {', '.join(missing)}"
+    )
+    assert not stale, f"AUDIT_CASES for routes or methods that are gone: {stale}"
+
+
+def _audit_keys() -> set[tuple[str, int]]:
+    return {(row["audit_kind"], row["history_id"]) for row in selectors.audit_log()}
+
+
+def _check_new_entries(env, case: Case, before: set, started) -> list:
+    new_rows = [
+        row
+        for row in selectors.audit_log()
+        if (row["audit_kind"], row["history_id"]) not in before
+    ]
+    entries = selectors.audit_entries_for_page(new_rows)
+    counts: dict[str, int] = {}
+    for entry in entries:
+        counts[entry.kind] = counts.get(entry.kind, 0) + 1
+    assert counts == case.expected, f"{case.name}: new audit entries {counts}"
+    actor = (
+        env.key_user(case.actor.removeprefix("key:"))
+        if case.actor.startswith("key:")
+        else case.actor
+    )
+    for entry in entries:
+        assert entry.actor == actor, (case.name, entry)
+        assert started <= entry.when <= timezone.now(), (case.name, entry)
+        assert entry.reason.strip(), (case.name, entry)
+        assert entry.changes, (case.name, entry)
+        assert any(change.before != change.after for change in entry.changes), (
+            case.name,
+            entry,
+        )
+    main = [entry for entry in entries if case.reason_contains in entry.reason]
+    assert main, f"{case.name}: no entry with the reason {case.reason_contains!r}"
+    return entries
+
+
+def _case_ids():
+    return [
+        (route, method, index)
+        for (route, method), cases in AUDIT_CASES.items()
+        if isinstance(cases, list)
+        for index in range(len(cases))
+    ]
+
+
+@pytest.fixture
+def env(users, api_key_for):
+    return Env(users, api_key_for)
+
+
+@pytest.mark.parametrize(
+    ("route", "method", "index"),
+    _case_ids(),
+    ids=[f"{m} {r} #{i}" for r, m, i in _case_ids()],
+)
+def test_change__through_its_endpoint__adds_one_audit_entry_per_record(
+    route, method, index, env
+):
+    case = AUDIT_CASES[(route, method)][index]
+    if case.prepare:
+        case.prepare(env)
+    before = _audit_keys()
+    started = timezone.now()
+    case.act(env)
+    entries = _check_new_entries(env, case, before, started)
+    # The admins' REST view of the trail shows the same entries.
+    client = Client()
+    client.force_login(env.users["admin"])
+    listed = client.get("/api/v1/audit", {"page_size": 200}).json()
+    results = listed["results"] if isinstance(listed, dict) else listed
+    shown = {(item["kind"], item["history_id"]) for item in results}
+    for entry in entries:
+        assert (entry.kind, entry.history_id) in shown, (case.name, entry)
+
+
+# Changes made outside the URLconf -------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def audit_model(tmp_path_factory):
+    return train_tiny_model(tmp_path_factory.mktemp("audit-model"))
+
+
+def test_model_registration_and_activation__are_audited(
+    env, settings, tmp_path, audit_model
+):
+    from explanations import services
+    from explanations.models import ModelVersion
+
+    settings.MODEL_ARTIFACT_DIR = tmp_path / "models"
+    artifact, features = audit_model
+    admin = env.users["admin"]
+
+    def register(version: str):
+        return services.register_model(
+            name="audited",
+            version=version,
+            artifact_path=artifact,
+            features_path=features,
+            activate=True,
+            actor=admin,
+        )
+
+    # Registering (and activating) a first version is one change of one record
+    case = Case(
+        "register",
+        lambda env: register("1"),
+        {"model_version": 1},
+        "admin",
+        reason_contains="Registered",
+    )
+    before, started = _audit_keys(), timezone.now()
+    case.act(env)
+    _check_new_entries(env, case, before, started)
+    # A second active version also deactivates the first: one entry each
+    case = Case(
+        "register v2",
+        lambda env: register("2"),
+        {"model_version": 2},
+        "admin",
+        reason_contains="Replaced",
+    )
+    before, started = _audit_keys(), timezone.now()
+    case.act(env)
+    _check_new_entries(env, case, before, started)
+    # The admin's "activate" action switches back: again one entry per version
+    first = ModelVersion.objects.get(name="audited", version="1")
+    client, token = env.sessions["admin"]
+    case = Case(
+        "activate in the admin",
+        lambda env: _expect_status(
+            client.post(
+                "/admin/explanations/modelversion/",
+                {"action": "activate", "_selected_action": [first.pk]},
+                headers={"X-CSRFToken": token},
+            ),
+            302,
+        ),
+        {"model_version": 2},
+        "admin",
+        reason_contains="Activated",
+    )
+    before, started = _audit_keys(), timezone.now()
+    case.act(env)
+    _check_new_entries(env, case, before, started)
+
+
+def test_admin_settings_change__is_audited_with_actor_and_reason(env):
+    from overrides.models import Surface
+
+    surface = Surface.objects.get(code="home")
+    client, token = env.sessions["admin"]
+    case = Case(
+        "rename a surface in the admin",
+        lambda env: _expect_status(
+            client.post(
+                f"/admin/overrides/surface/{surface.pk}/change/",
+                {"code": "home", "name": "Home page (new)", "is_active": "on"},
+                headers={"X-CSRFToken": token},
+            ),
+            302,
+        ),
+        {"surface": 1},
+        "admin",
+        reason_contains="name",
+    )
+    before, started = _audit_keys(), timezone.now()
+    case.act(env)
+    _check_new_entries(env, case, before, started)
+
+
+def test_downstream_history__never_holds_the_secret(env):
+    _downstream(env)
+    downstream = Downstream.objects.get(name="warehouse")
+    assert not hasattr(downstream.history.first(), "secret")
