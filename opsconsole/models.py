@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from simple_history.models import HistoricalRecords
 
 
 class ApiKeyScope(models.TextChoices):
@@ -11,6 +12,7 @@ class ApiKeyScope(models.TextChoices):
     EXPLANATIONS_READ = "explanations:read", "Read explanations"
     OVERRIDES_WRITE = "overrides:write", "Manage blocks and boosts"
     PRIVACY_WRITE = "privacy:write", "Register opt-outs and deletion requests"
+    METRICS_READ = "metrics:read", "Read Prometheus metrics (/metrics)"
 
 
 class ApiKey(models.Model):
@@ -46,6 +48,12 @@ class ApiKey(models.Model):
         null=True,
         blank=True,
         related_name="+",
+    )
+    # Creation and revocation are audited; use (last_used_at) is written with
+    # update(), so it adds no history.
+    history = HistoricalRecords(
+        excluded_fields=["key_hash", "last_used_at"],
+        history_change_reason_field=models.TextField(null=True),
     )
 
     class Meta:

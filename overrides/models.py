@@ -277,6 +277,9 @@ class OverrideRule(models.Model):
         errors = {}
         if self.reason and not self.reason.strip():
             errors["reason"] = "A reason is required."
+        elif isinstance(self.reason, str) and "\x00" in self.reason:
+            # PostgreSQL cannot store it; forms and serializers refuse it too.
+            errors["reason"] = "Null characters are not allowed."
         end = self.window_end
         if end is not None and self.starts_at is not None and end <= self.starts_at:
             errors[self.window_end_field] = "The end must be after the start."
@@ -432,7 +435,8 @@ class OptOut(models.Model):
         related_name="+",
     )
     withdrawal_source = models.CharField(max_length=200, blank=True)
-    history = HistoricalRecords()
+    # The change reason is the source (up to 200 characters): text, not varchar(100).
+    history = HistoricalRecords(history_change_reason_field=models.TextField(null=True))
 
     class Meta:
         ordering = ["-created_at"]
