@@ -33,7 +33,34 @@ BOOST_STATUSES = [
 ]
 
 
-class RuleFilterSet(django_filters.FilterSet):
+class StrictFilterSet(django_filters.FilterSet):
+    """A parameter given twice, or a typed one given empty (`?until=`), is a 400.
+
+    django-filter reads both as HTML forms do (the last value; empty means no
+    filter), which would silently answer another question than the one asked.
+    """
+
+    _TYPED = (
+        django_filters.ChoiceFilter,
+        django_filters.MultipleChoiceFilter,
+        django_filters.IsoDateTimeFilter,
+    )
+
+    def is_valid(self) -> bool:
+        valid = super().is_valid()
+        for name, filter_ in self.filters.items():
+            values = self.data.getlist(name) if name in self.data else []
+            multiple = isinstance(filter_, django_filters.MultipleChoiceFilter)
+            if len(values) > 1 and not multiple:
+                self.form.add_error(name, "Give this parameter once.")
+                valid = False
+            elif isinstance(filter_, self._TYPED) and "" in values:
+                self.form.add_error(name, "Give a value, or leave the parameter out.")
+                valid = False
+        return valid
+
+
+class RuleFilterSet(StrictFilterSet):
     """Filters shared by blocks and boosts; subclasses name their selector."""
 
     item_id = django_filters.CharFilter(help_text="Exact item id (case-sensitive).")
@@ -71,7 +98,7 @@ class BoostFilterSet(RuleFilterSet):
     list_rules = staticmethod(selectors.boost_list)
 
 
-class AuditFilterSet(django_filters.FilterSet):
+class AuditFilterSet(StrictFilterSet):
     kind = django_filters.MultipleChoiceFilter(
         choices=[(kind, kind) for kind in selectors.AUDITED_MODELS],
         help_text="What changed; repeat the parameter for several kinds.",

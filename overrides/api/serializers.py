@@ -8,13 +8,56 @@ UI, the API and the commands refuse the same things with the same messages.
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from opsconsole.identifiers import ITEM_ID_MAX_LENGTH
+from opsconsole.identifiers import (
+    CUSTOMER_ID_MAX_LENGTH,
+    FORBIDDEN_CHARACTER,
+    ITEM_ID_MAX_LENGTH,
+)
 from overrides import selectors
 from overrides.models import Block, Boost
 
 from .filters import BLOCK_STATUSES, BOOST_STATUSES
 
 # Input fields ----------------------------------------------------------------------
+
+
+
+def _escaped_class(character_class: str) -> str:
+    """A `[a-b...]` class of raw characters as \\uXXXX escapes, which ECMA-262 (the
+    schema's dialect), Python and Rust regexes read alike.
+
+    Only the Basic Multilingual Plane: without the `u` flag ECMA-262 has no way to
+    name a character beyond it (the few forbidden ones there are still refused by
+    the server; the description says so). Surrogates are left out: valid UTF-8
+    JSON cannot carry one.
+    """
+    characters, position = [], 1
+    while position < len(character_class) - 1:
+        if character_class[position] == "\\":
+            position += 1
+        characters.append(ord(character_class[position]))
+        position += 1
+    parts = []
+    for low, dash, high in zip(*[iter(characters)] * 3, strict=True):
+        assert dash == ord("-")
+        for start, end in ((low, min(high, 0xD7FF)), (max(low, 0xE000), high)):
+            end = min(end, 0xFFFF)
+            if start <= end:
+                parts.append(f"{_escape(start)}-{_escape(end)}")
+    return "".join(parts)
+
+
+def _escape(code_point: int) -> str:
+    return f"\\u{code_point:04x}"
+
+
+# The contract's identifier rule as a JSON Schema pattern (the same character class
+# the services and the serving checks refuse), so a schema-valid id is an accepted id.
+IDENTIFIER_PATTERN = "^[^" + _escaped_class(FORBIDDEN_CHARACTER.pattern) + "]+$"
+# The whole rule, every plane included, by name (clients can register the format).
+IDENTIFIER_FORMAT = "opsconsole-identifier"
+# A reason or a source: some visible text, and no NUL (DRF refuses it in any text).
+TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
 
 
 class StrictCharField(serializers.CharField):
@@ -31,8 +74,11 @@ class StrictCharField(serializers.CharField):
         "type": "string",
         "minLength": 1,
         "maxLength": ITEM_ID_MAX_LENGTH,
-        "description": f"1–{ITEM_ID_MAX_LENGTH} characters, no whitespace or "
-        "control characters; case-sensitive. Need not be in the catalog.",
+        "format": IDENTIFIER_FORMAT,
+        "pattern": IDENTIFIER_PATTERN,
+        "description": f"1–{ITEM_ID_MAX_LENGTH} characters, no whitespace, control "
+        "or invisible formatting characters (any plane); case-sensitive. Need not "
+        "be in the catalog.",
     }
 )
 class ItemIdField(StrictCharField):
@@ -40,6 +86,36 @@ class ItemIdField(StrictCharField):
 
     def __init__(self, **kwargs):
         super().__init__(trim_whitespace=False, **kwargs)
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": CUSTOMER_ID_MAX_LENGTH,
+        "format": IDENTIFIER_FORMAT,
+        "pattern": IDENTIFIER_PATTERN,
+        "description": f"1–{CUSTOMER_ID_MAX_LENGTH} characters, no whitespace or "
+        "control characters. Stored only as a keyed hash.",
+    }
+)
+class CustomerIdField(StrictCharField):
+    """Passed on untrimmed, like item ids: the service refuses what is not an id."""
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            trim_whitespace=False, max_length=CUSTOMER_ID_MAX_LENGTH, **kwargs
+        )
+
+
+@extend_schema_field(
+    {"type": "string", "minLength": 1, "maxLength": 200, "pattern": TEXT_PATTERN}
+)
+class SourceField(StrictCharField):
+    """Where a privacy request came from (a ticket id): some visible text."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=200, **kwargs)
 
 
 class NumberField(serializers.FloatField):
@@ -59,8 +135,21 @@ def _scope_field(noun: str, example: str) -> StrictCharField:
     )
 
 
+@extend_schema_field(
+    {"type": "string", "minLength": 1, "pattern": TEXT_PATTERN}
+)
+class ReasonField(StrictCharField):
+    """Blank passes through so the service says why a reason is needed; the schema
+    says what the service accepts: some visible text."""
+
+    def run_validation(self, data=serializers.empty):
+        if data == "":
+            return data
+        return super().run_validation(data)
+
+
 def _reason_field(help_text: str) -> StrictCharField:
-    return StrictCharField(allow_blank=True, trim_whitespace=False, help_text=help_text)
+    return ReasonField(trim_whitespace=False, help_text=help_text)
 
 
 class BlockCreateSerializer(serializers.Serializer):
@@ -271,11 +360,21 @@ class AuditChangeSerializer(serializers.Serializer):
     after = serializers.JSONField()
 
 
+class _IntegerOrNullField(serializers.IntegerField):
+    def to_representation(self, value):
+        return value if isinstance(value, int) else None
+
+
 class AuditEntrySerializer(serializers.Serializer):
     """Renders selectors.AuditEntry."""
 
     kind = serializers.ChoiceField(choices=list(selectors.AUDITED_MODELS))
-    object_id = serializers.IntegerField()
+    object_id = _IntegerOrNullField(
+        allow_null=True,
+        help_text="Null for records keyed by a UUID (deletion requests): see "
+        "object_ref.",
+    )
+    object_ref = serializers.CharField(help_text="The record's id as text.")
     history_id = serializers.IntegerField()
     when = serializers.DateTimeField()
     actor = serializers.CharField(help_text='Username, or "system" for the sweep.')

@@ -3,16 +3,16 @@ privacy.services)."""
 
 from rest_framework import serializers
 
-from overrides.api.serializers import StrictCharField
+from overrides.api.serializers import CustomerIdField, SourceField
 from overrides.models import OptOutKind
 
 
 class OptOutRequestSerializer(serializers.Serializer):
-    customer_id = StrictCharField(max_length=256, trim_whitespace=False)
+    customer_id = CustomerIdField()
     kinds = serializers.ListField(
         child=serializers.ChoiceField(choices=OptOutKind.choices), min_length=1
     )
-    source = StrictCharField(max_length=200)
+    source = SourceField()
 
 
 class OptOutResultSerializer(serializers.Serializer):
@@ -27,8 +27,8 @@ class OptOutResultSerializer(serializers.Serializer):
 
 
 class DeletionRequestCreateSerializer(serializers.Serializer):
-    customer_id = StrictCharField(max_length=256, trim_whitespace=False)
-    source = StrictCharField(max_length=200)
+    customer_id = CustomerIdField()
+    source = SourceField()
     received_at = serializers.DateTimeField(required=False)
 
 
