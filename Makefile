@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PG_URL ?= postgres://postgres@127.0.0.1:5432/opsconsole
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: demo test test-sqlite test-services lint chromium benchmarks wrk clean
+.PHONY: demo test test-sqlite test-services lint chromium benchmarks wrk clean soak faults
 
 $(INSTALLED): requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,15 @@ benchmarks: $(INSTALLED) wrk
 	$(PY) -m benchmarks.serving
 	$(PY) -m benchmarks.explanations
 	$(PY) -m benchmarks.privacy
+
+## Soak: rank and snapshot at 2x the serving benchmark's rate for 10 minutes (MINUTES=1 to try)
+MINUTES ?= 10
+soak: $(INSTALLED) wrk
+	$(PY) -m benchmarks.soak --minutes $(MINUTES)
+
+## Fault injection: worker SIGKILLs, Redis, PostgreSQL and console restarts; lost must be 0
+faults: $(INSTALLED)
+	$(PY) -m benchmarks.faults
 
 ## wrk, the HTTP load generator, from Debian's packages
 wrk:

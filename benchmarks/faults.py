@@ -268,14 +268,22 @@ def children(pid: int) -> list[int]:
 # The downstreams ------------------------------------------------------------------
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A worker SIGKILLed mid-call resets its connection: expected here, not news."""
+
+    def handle_error(self, request, client_address):
+        pass
+
+
 class RecordingDownstream:
     """A downstream system on a local port, run in this process so it outlives every
     fault: checks the signature, processes each idempotency key once (a repeat is
     acknowledged without processing again, as an idempotent receiver does), and
     records every call."""
 
-    def __init__(self, secret: str):
+    def __init__(self, secret: str, *, delay: float = 0.0):
         self.secret = secret
+        self.delay = delay  # seconds per call: a slower downstream (tests)
         self.calls: Counter[str] = Counter()
         self.processed: Counter[str] = Counter()
         self.bodies: dict[str, set[str]] = defaultdict(set)
@@ -308,6 +316,8 @@ class RecordingDownstream:
                         downstream.bad_signatures += 1
                     elif key not in downstream.processed:
                         downstream.processed[key] += 1
+                if downstream.delay:
+                    time.sleep(downstream.delay)
                 self.send_response(200 if signed else 401)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -315,7 +325,7 @@ class RecordingDownstream:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -341,6 +351,24 @@ class Activity(threading.Thread):
         self.stop_event = threading.Event()
         self.counts: Counter[str] = Counter()
         self.failures: list[str] = []
+        self.unavailable_at: list[float] = []
+
+    def note_unavailable(self, what: str) -> None:
+        """An answer lost to a fault: counted, and when (for the outage windows)."""
+        self.counts[what] += 1
+        self.unavailable_at.append(time.monotonic())
+
+    def outage_windows(self, since: float) -> list[list[float]]:
+        """[first, last] seconds after `since` of each run of lost answers (gaps
+        under 2 s merged), to compare with the faults' times."""
+        windows: list[list[float]] = []
+        for moment in self.unavailable_at:
+            at = round(moment - since, 1)
+            if windows and at - windows[-1][1] < 2.0:
+                windows[-1][1] = at
+            else:
+                windows.append([at, at])
+        return windows
 
     def note_failure(self, text: str) -> None:
         self.counts["failures"] += 1
@@ -400,7 +428,7 @@ class Intake(Activity):
             self.counts["accepted" if status == 202 else "accepted_on_retry"] += 1
             self.pending.pop()
         else:
-            self.counts[f"answer {status}"] += 1
+            self.note_unavailable(f"answer {status}")
             self.retried.add(customer)
             time.sleep(0.2)
         return True
@@ -422,10 +450,10 @@ class RankLoad(Activity):
         try:
             response = self.session.post(self.url, json=self.body, timeout=10)
         except Exception as error:
-            self.counts[f"error {type(error).__name__}"] += 1
+            self.note_unavailable(f"error {type(error).__name__}")
             return True
         if response.status_code != 200:
-            self.counts[f"answer {response.status_code}"] += 1
+            self.note_unavailable(f"answer {response.status_code}")
             return True
         shown = {entry["item_id"] for entry in response.json()["items"]}
         if shown & self.blocked:
@@ -461,14 +489,14 @@ class OverrideWriter(Activity):
         try:
             response = self.session.post(self.url, json=body, timeout=10)
         except Exception as error:
-            self.counts[f"error {type(error).__name__}"] += 1
+            self.note_unavailable(f"error {type(error).__name__}")
             self.unanswered.append(item_id)
             return True
         if 200 <= response.status_code < 300:
             self.accepted.append(item_id)
             self.counts["accepted"] += 1
         else:
-            self.counts[f"answer {response.status_code}"] += 1
+            self.note_unavailable(f"answer {response.status_code}")
             if response.status_code >= 500:
                 self.unanswered.append(item_id)
         return True
@@ -494,7 +522,13 @@ class ClientAnswers(Activity):
         self.versions: set[int] = set()
 
     def step(self) -> bool:
-        for customer in (self.opted_out, self.other):
+        # Every fifth round a customer never asked about: not cached by the client,
+        # so the console must answer, or the check fails closed.
+        self.counts["rounds"] += 1
+        other = self.other
+        if self.counts["rounds"] % 5 == 0:
+            other = f"{self.other}-{self.counts['rounds']}"
+        for customer in (self.opted_out, other):
             self.counts["answers"] += 1
             try:
                 result = self.client.rank(self.candidates, customer_id=customer)
@@ -510,7 +544,7 @@ class ClientAnswers(Activity):
                 )
             if customer == self.opted_out and result.personalized:
                 self.note_failure("client personalised for an opted-out customer")
-            if customer == self.other and not result.personalized:
+            if customer == other and not result.personalized:
                 self.counts["opt-out check failed closed"] += 1
         self.counts["answers"] += 1
         try:
@@ -525,7 +559,7 @@ class ClientAnswers(Activity):
 # The run --------------------------------------------------------------------------
 
 QUEUE = "opsconsole-faults"
-SURFACE, REGION = "home", "SG"
+SURFACE, REGION = common.SCOPE_SURFACE, common.SCOPE_REGION
 SEED_BLOCKS = 50
 DOWNSTREAMS = 3
 WORKERS = 2
@@ -628,6 +662,12 @@ def fault_schedule(stack: Stack, scale: float) -> list[tuple[float, str, object]
     ]
 
 
+FAULT_KINDS = {
+    "worker": "Celery worker",
+    "redis": "Redis",
+    "postgres": "PostgreSQL",
+    "console": "console",
+}
 KILLS = {
     "SIGKILL Celery worker 0, start it again",
     "SIGKILL Celery worker 1, start it again",
@@ -654,7 +694,6 @@ def prepare(count: int, downstreams: list[RecordingDownstream]) -> dict:
     from django.core.management import call_command
 
     from opsconsole.services import api_key_create
-    from overrides import services as override_services
     from overrides.services import optout_register
     from privacy import services as privacy_services
 
@@ -664,16 +703,11 @@ def prepare(count: int, downstreams: list[RecordingDownstream]) -> dict:
             name=f"downstream-{number}", url=downstream.url, secret=downstream.secret
         )
     actor = common.bench_user()
-    blocked = set()
+    # serving.py's helper blocks in its scope, which is this script's too.
+    block_change = common.block_change(actor, prefix="seed-blocked")
     for number in range(SEED_BLOCKS):
-        block = override_services.block_item(
-            item_id=f"seed-blocked-{number}",
-            surface=SURFACE,
-            region=REGION,
-            reason="Fault injection: blocked before the faults",
-            actor=actor,
-        )
-        blocked.add(block.item_id)
+        block_change(number)
+    blocked = {f"seed-blocked-{number}" for number in range(SEED_BLOCKS)}
     optout_register(
         customer_id="opted-out-customer",
         kinds=["personalization"],
@@ -772,9 +806,9 @@ def verify_overrides(writer: OverrideWriter, client) -> dict:
 
     accepted = set(writer.accepted)
     in_database = set(
-        Block.objects.filter(item_id__in=accepted, lifted_at__isnull=True).values_list(
-            "item_id", flat=True
-        )
+        Block.objects.filter(
+            item_id__in=accepted, withdrawn_at__isnull=True
+        ).values_list("item_id", flat=True)
     )
     in_feed = set(
         OverrideChange.objects.filter(action="block")
@@ -824,7 +858,14 @@ def wait_for_completion(customers, timeout: float, log) -> float:
     return time.monotonic() - started
 
 
-def run(*, count: int, scale: float, log=print) -> dict:
+def run(
+    *,
+    count: int,
+    scale: float,
+    only: str | None = None,
+    downstream_delay: float = 0.0,
+    log=print,
+) -> dict:
     from opsconsole_client import OverridesClient
 
     started_at = datetime.now(UTC)
@@ -839,6 +880,9 @@ def run(*, count: int, scale: float, log=print) -> dict:
     }
     with ExitStack() as exits:
         directory = Path(exits.enter_context(tempfile.TemporaryDirectory()))
+        logs = common.RESULTS_DIR / f"faults-{stamp}-logs"
+        exits.callback(keep_logs, directory, logs)
+        results["logs"] = str(logs.relative_to(common.ROOT))
         postgres, redis = PrivatePostgres(directory), PrivateRedis(directory)
         stack = Stack(directory=directory, postgres=postgres, redis=redis, env={})
         exits.callback(stack.stop_all)
@@ -849,7 +893,8 @@ def run(*, count: int, scale: float, log=print) -> dict:
         redis.start()
         stack.env = configure(postgres, redis)
         downstreams = [
-            RecordingDownstream(f"faults-secret-{n}") for n in range(DOWNSTREAMS)
+            RecordingDownstream(f"faults-downstream-secret-{n}", delay=downstream_delay)
+            for n in range(DOWNSTREAMS)
         ]
         for downstream in downstreams:
             exits.callback(downstream.close)
@@ -918,8 +963,14 @@ def run(*, count: int, scale: float, log=print) -> dict:
         log("== load running; faults, one at a time:")
         load_started = time.monotonic()
         injected = []
-        for at, name, inject in fault_schedule(stack, scale):
+        schedule = [
+            (at, name, inject)
+            for at, name, inject in fault_schedule(stack, scale)
+            if only is None or FAULT_KINDS[only] in name
+        ]
+        for at, name, inject in schedule:
             time.sleep(max(0.0, load_started + at - time.monotonic()))
+            completed_before = completed_count()
             began = time.monotonic()
             inject()
             injected.append(
@@ -927,6 +978,7 @@ def run(*, count: int, scale: float, log=print) -> dict:
                     "at_s": round(began - load_started, 1),
                     "fault": name,
                     "took_s": round(time.monotonic() - began, 1),
+                    "deletions_completed_before": completed_before,
                 }
             )
             log(
@@ -957,13 +1009,32 @@ def run(*, count: int, scale: float, log=print) -> dict:
             "failures": activities["rank"].failures,
         }
         results["intake"] = dict(activities["intake"].counts)
-        results["logs"] = {
-            path.name: path.read_text()[-4000:]
-            for path in sorted(directory.glob("*.log"))
+        results["outage_windows_s"] = {
+            name: activities[name].outage_windows(load_started)
+            for name in ("rank", "writer", "intake")
         }
     results["summary"] = summarise(results)
     results["duration_s"] = time.monotonic() - run_started
     return results
+
+
+def keep_logs(directory: Path, target: Path) -> None:
+    """Every process's log, kept next to the results (the temporary dir goes)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in directory.glob("*.log"):
+        shutil.copy(path, target / path.name)
+
+
+def completed_count() -> int | None:
+    from django.db import close_old_connections
+
+    from privacy.models import DeletionRequest, RequestStatus
+
+    close_old_connections()
+    try:
+        return DeletionRequest.objects.filter(status=RequestStatus.COMPLETED).count()
+    except Exception:  # the database is down or recovering: no figure
+        return None
 
 
 def summarise(results: dict) -> dict:
@@ -1099,16 +1170,35 @@ def main(argv: list[str] | None = None) -> int:
         default=1.0,
         help="Multiply the gaps between faults (0.5: twice as fast; try-outs).",
     )
+    parser.add_argument(
+        "--only",
+        choices=sorted(FAULT_KINDS),
+        help="Inject only this kind of fault (the test suite restarts PostgreSQL).",
+    )
+    parser.add_argument(
+        "--downstream-delay",
+        type=float,
+        default=0.0,
+        help="Seconds each downstream takes per call (default 0).",
+    )
+    parser.add_argument(
+        "--output", type=Path, help="Write the JSON here instead of results/."
+    )
     arguments = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        results = run(count=arguments.requests, scale=arguments.scale)
+        results = run(
+            count=arguments.requests,
+            scale=arguments.scale,
+            only=arguments.only,
+            downstream_delay=arguments.downstream_delay,
+        )
     except common.BenchmarkError as error:
         print(f"FAULT INJECTION COULD NOT RUN: {error}", file=sys.stderr)
         return 2
     common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = results["started_at"].replace(":", "").replace("-", "")[:15] + "Z"
-    path = common.RESULTS_DIR / f"faults-{stamp}.json"
+    path = arguments.output or common.RESULTS_DIR / f"faults-{stamp}.json"
     rows = summary_rows(results)
     results["table"] = [
         dict(zip(("metric", "value", "target", "result"), row, strict=True))
@@ -1119,12 +1209,18 @@ def main(argv: list[str] | None = None) -> int:
     print(common.format_table(rows))
     print()
     for fault in results["faults"]:
-        print(f"  {fault['at_s']:6.1f} s  {fault['fault']} ({fault['took_s']} s)")
+        print(
+            f"  {fault['at_s']:6.1f} s  {fault['fault']} ({fault['took_s']} s; "
+            f"{fault['deletions_completed_before']} deletions completed before)"
+        )
+    print(
+        f"  answers lost to the faults (s after start): {results['outage_windows_s']}"
+    )
     ok = passed(results["summary"])
     verdict = "PASS" if ok else "FAIL"
     print(
         f"\n{verdict}: lost {results['summary']['lost']}; raw figures: "
-        f"{path.relative_to(common.ROOT)} ({results['duration_s']:.0f} s)"
+        f"{path} ({results['duration_s']:.0f} s)"
     )
     return 0 if ok else 1
 

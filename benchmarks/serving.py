@@ -772,7 +772,7 @@ def start_server(port: int, log_path: Path) -> subprocess.Popen:
         try:
             if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).ok:
                 return server
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # still booting
             pass
         time.sleep(0.2)
     stop_server(server)
