@@ -160,6 +160,7 @@ class OverridesClient:
         self._failing = False
         self._failure_logged_at = -math.inf
         self._boosts_dropped_logged_at = -math.inf
+        self._optout_failure_logged_at = -math.inf
         if start:
             self.start()
 
@@ -342,11 +343,17 @@ class OverridesClient:
         except OverridesRequestError:
             raise
         except (OverridesAuthError, *_NO_ANSWER) as error:
-            logger.warning(
-                "Opt-out check failed (%s): treating %d customer(s) as opted out.",
-                error,
-                len(missing),
-            )
+            # Once per interval, not once per call: a serving layer asks on every
+            # recommendation, and an outage must not flood its logs.
+            if now - self._optout_failure_logged_at > FAILURE_LOG_INTERVAL_SECONDS:
+                self._optout_failure_logged_at = now
+                logger.warning(
+                    "Opt-out check failed (%s): treating %d customer(s) as opted out "
+                    "(repeated at most every %.0f s while it lasts).",
+                    error,
+                    len(missing),
+                    FAILURE_LOG_INTERVAL_SECONDS,
+                )
             for kind in OPTOUT_KINDS:
                 found[kind].update(missing)
             return found
