@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PG_URL ?= postgres://postgres@127.0.0.1:5432/opsconsole
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: demo test test-sqlite test-services lint chromium benchmarks wrk clean soak faults
+.PHONY: demo test test-sqlite test-services lint chromium benchmarks wrk clean soak faults prod
 
 $(INSTALLED): requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(INSTALLED)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_demo
 	$(PY) manage.py runserver 127.0.0.1:8000
+
+## Production stack here: gunicorn (HTTPS), Celery worker and beat, PostgreSQL, Redis, DEBUG=0 (README: Production)
+prod: $(INSTALLED)
+	deploy/run-production
 
 ## Lint, check migrations, run the suite on SQLite, then on PostgreSQL + Redis if reachable
 test: $(INSTALLED) chromium lint test-sqlite test-services

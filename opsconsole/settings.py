@@ -248,16 +248,16 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
+SHAP_RESOURCES = (
+    Path(importlib.util.find_spec("shap").submodule_search_locations[0])
+    / "plots"
+    / "resources"
+)
 STATICFILES_DIRS = [
     BASE_DIR / "static",
     # shap's own force-plot bundle, served as {% static 'shap/bundle.js' %}; found
     # without importing shap, which is slow to import.
-    (
-        "shap",
-        Path(importlib.util.find_spec("shap").submodule_search_locations[0])
-        / "plots"
-        / "resources",
-    ),
+    ("shap", SHAP_RESOURCES),
 ]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -351,13 +351,44 @@ SESSION_COOKIE_HTTPONLY = True
 # Absolute limit after signing in, and idle limit (opsconsole.middleware).
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600)
 SESSION_IDLE_SECONDS = env_int("SESSION_IDLE_SECONDS", 30 * 60)
-# No inline script or style anywhere (tests/browser/test_csp.py checks the pages);
-# data: images are the favicon and Swagger UI's icons.
+
+
+def _inline_style_hashes(bundle: Path) -> list[str]:
+    """CSP hashes of the fixed <style> elements shap's force plot renders.
+
+    shap's React components draw their own `<style>` (constant CSS for the axes);
+    allowing exactly those stylesheets by hash keeps 'unsafe-inline' out of the
+    policy. Read from the installed bundle, so an upgrade of shap follows.
+    """
+    import base64
+    import hashlib
+    import json
+    import re
+
+    try:
+        source = bundle.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    styles = re.findall(
+        r'createElement\("style",\{dangerouslySetInnerHTML:\{__html:("(?:[^"\\]|\\.)*")\}',
+        source,
+    )
+    return [
+        "'sha256-"
+        + base64.b64encode(hashlib.sha256(json.loads(css).encode()).digest()).decode()
+        + "'"
+        for css in styles
+    ]
+
+
+# No inline script or style anywhere (tests/browser/test_csp.py checks the pages)
+# but shap's two fixed force-plot stylesheets, allowed by hash; data: images are
+# the favicon and Swagger UI's icons.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
         "script-src": [SELF],
-        "style-src": [SELF],
+        "style-src": [SELF, *_inline_style_hashes(SHAP_RESOURCES / "bundle.js")],
         "img-src": [SELF, "data:"],
         "font-src": [SELF],
         "connect-src": [SELF],

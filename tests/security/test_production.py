@@ -89,7 +89,10 @@ def test_page__any__csp_without_unsafe_inline_and_frame_ancestors_none(client, a
         (part.split()[0], part.split()[1:]) for part in policy.split("; ")
     )
     assert directives["script-src"] == ["'self'"]
-    assert directives["style-src"] == ["'self'"]
+    # Styles: files, and shap's two fixed force-plot stylesheets by hash
+    assert directives["style-src"][0] == "'self'"
+    assert len(directives["style-src"]) == 3
+    assert all(source.startswith("'sha256-") for source in directives["style-src"][1:])
     assert directives["frame-ancestors"] == ["'none'"]
     assert directives["object-src"] == ["'none'"]
     assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
