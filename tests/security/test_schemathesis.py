@@ -161,18 +161,6 @@ negative_schema = schemathesis.openapi.from_wsgi(
 CASES_RUN: dict[str, int] = {}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _report_cases(request):
-    yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and CASES_RUN:
-        total = sum(CASES_RUN.values())
-        reporter.write_line(
-            f"schemathesis: {total} requests "
-            f"({', '.join(f'{mode} {count}' for mode, count in CASES_RUN.items())})"
-        )
-
-
 @pytest.fixture
 def fuzz_world(db, settings, tmp_path):
     """Users, their credentials and a few objects that path ids can name."""
@@ -235,7 +223,16 @@ def test_api__negative_data__rejected(case, fuzz_world):
     _send_as_allowed(case, headers_by_principal, "negative")
 
 
-def test_every_operation__has_allowed_principals__declared():
+def test_every_operation__has_allowed_principals__declared(request):
     operations = {result.ok().label for result in positive_schema.get_all_operations()}
     assert operations == set(ALLOWED)
     assert {p for allowed in ALLOWED.values() for p in allowed} <= set(PRINCIPALS)
+    # Last in the module, so it can say how many requests the fuzzing sent.
+    plugins = request.config.pluginmanager
+    reporter = plugins.get_plugin("terminalreporter")
+    if reporter is not None and CASES_RUN:
+        counts = ", ".join(f"{mode} {count}" for mode, count in CASES_RUN.items())
+        with plugins.get_plugin("capturemanager").global_and_fixture_disabled():
+            reporter.write_line(
+                f"\nschemathesis: {sum(CASES_RUN.values())} requests ({counts})"
+            )
