@@ -20,7 +20,6 @@ from .forms import LookupForm
 from .models import Prediction
 
 PAGE_SIZE = 25
-FORCE_PLOT_CACHE_SECONDS = 3600
 
 
 class ExplanationReaderMixin(RoleRequiredMixin):
@@ -100,7 +99,8 @@ class ForcePlotImageView(ExplanationReaderMixin, View):
         response = HttpResponse(
             selectors.force_plot_png(explanation), content_type="image/png"
         )
-        response["Cache-Control"] = f"private, max-age={FORCE_PLOT_CACHE_SECONDS}"
+        # A customer's feature values: never kept in a browser or proxy cache.
+        response["Cache-Control"] = "private, no-store"
         return response
 
 

@@ -247,7 +247,7 @@ def test_bundle__static_finder__serves_shaps_own_file():
 # Force plot image ------------------------------------------------------------------
 
 
-def test_force_plot_image__known_prediction__png_cached_privately(
+def test_force_plot_image__known_prediction__png_never_cached(
     client_for, agent, logged
 ):
     response = client_for(agent).get(_urls(logged)["image"])
@@ -255,7 +255,7 @@ def test_force_plot_image__known_prediction__png_cached_privately(
     assert response.status_code == 200
     assert response["Content-Type"] == "image/png"
     assert response.content.startswith(PNG_SIGNATURE)
-    assert response["Cache-Control"] == "private, max-age=3600"
+    assert response["Cache-Control"] == "private, no-store"  # personal data
 
 
 def test_force_plot_image__unknown_id__404(client_for, agent, db):
