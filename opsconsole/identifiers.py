@@ -1,5 +1,6 @@
 """Identifier rules shared by every app (contract, Identifiers)."""
 
+import re
 import unicodedata
 
 from django.core.exceptions import ValidationError
@@ -9,6 +10,29 @@ CUSTOMER_ID_MAX_LENGTH = 256
 
 # Whitespace and invisible characters make ids that look equal but are not.
 _FORBIDDEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Zs", "Zl", "Zp"}
+
+# The same rule as one character class, for checks that search many ids at once
+# (serving): every code point that is whitespace or in a forbidden category, as
+# ranges from Unicode 14.0 (Python 3.11). tests/security/test_properties.py checks
+# it against unicodedata, code point by code point, so a Unicode upgrade shows up.
+_FORBIDDEN_RANGES = (
+    (0x0000, 0x0020), (0x007F, 0x00A0), (0x00AD, 0x00AD), (0x0600, 0x0605),
+    (0x061C, 0x061C), (0x06DD, 0x06DD), (0x070F, 0x070F), (0x0890, 0x0891),
+    (0x08E2, 0x08E2), (0x1680, 0x1680), (0x180E, 0x180E), (0x2000, 0x200F),
+    (0x2028, 0x202F), (0x205F, 0x2064), (0x2066, 0x206F), (0x3000, 0x3000),
+    (0xD800, 0xF8FF), (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB), (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD), (0x13430, 0x13438), (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A), (0xE0001, 0xE0001), (0xE0020, 0xE007F),
+    (0xF0000, 0xFFFFD), (0x100000, 0x10FFFD),
+)  # fmt: skip
+FORBIDDEN_CHARACTER = re.compile(
+    "["
+    + "".join(
+        f"{re.escape(chr(low))}-{re.escape(chr(high))}"
+        for low, high in _FORBIDDEN_RANGES
+    )
+    + "]"
+)
 
 
 def _validate_identifier(value: object, *, label: str, max_length: int) -> None:

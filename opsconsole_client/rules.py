@@ -13,6 +13,7 @@ module, so a rule means the same thing everywhere:
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
@@ -27,6 +28,15 @@ _score = itemgetter("score")
 _id_and_score = itemgetter("item_id", "score")
 # The sort key of a blocked candidate: below every score, so it ranks last.
 _BELOW_ANY_SCORE = -math.inf
+
+
+def _boosted(score: float, factor: float) -> float:
+    """The boosted score; a finite score stays finite, capped at the largest float
+    (JSON has no infinity: orjson would write null). Runs for boosted items only."""
+    boosted = score * factor
+    if math.isinf(boosted) and math.isfinite(score):
+        return math.copysign(sys.float_info.max, boosted)
+    return boosted
 
 
 def parse_time(value: str | None) -> float:
@@ -300,7 +310,7 @@ class RuleSet:
             boosted[item_id] = (score, rule_id)
             replacements[key] = {
                 "item_id": item_id,
-                "score": score * factor,
+                "score": _boosted(score, factor),
                 "original_score": score,
                 "boosted": True,
                 "rule_id": rule_id,
@@ -356,7 +366,7 @@ class RuleSet:
                 blocked.append(candidate)
             else:
                 factor, rule_id = boost_by[item_id]
-                candidate["score"] *= factor
+                candidate["score"] = _boosted(candidate["score"], factor)
                 candidate["boosted"] = True
                 candidate["rule_id"] = rule_id
         candidates.sort(key=_score, reverse=True)

@@ -34,11 +34,18 @@ def parse_moment(text: str) -> datetime:
 
 
 def _row_from_record(line: int, record: dict, defaults: dict) -> BulkBlockRow:
+    not_text = []
+
     def text(name: str) -> str:
         value = record.get(name)
         if value is None or value == "":
             value = defaults.get(name, "")
-        return "" if value is None else str(value).strip()
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            # A JSON list or object would become its Python repr, e.g. "['sku-1']".
+            if value is not None:
+                not_text.append(name)
+            return ""
+        return str(value).strip()
 
     row = BulkBlockRow(
         line=line,
@@ -56,6 +63,8 @@ def _row_from_record(line: int, record: dict, defaults: dict) -> BulkBlockRow:
                 setattr(row, name, parse_moment(str(value)))
             except ValueError as error:
                 row.errors.append(f"{name}: {error}")
+    if not_text:
+        row.errors.append(f"Give {', '.join(not_text)} as text.")
     if None in record:
         row.errors.append("This row has more values than the header has columns.")
     unknown = sorted(set(record) - set(CSV_COLUMNS) - {None})
@@ -83,7 +92,10 @@ def rows_from_csv(data: bytes, *, defaults: dict | None = None) -> list[BulkBloc
             "Save it as CSV UTF-8 and upload it again."
         ) from error
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [name.strip() for name in reader.fieldnames or []]
+    try:
+        header = [name.strip() for name in reader.fieldnames or []]
+    except csv.Error as error:  # e.g. a header field over csv's size limit
+        raise ValidationError(f"The CSV header cannot be read: {error}.") from error
     if "item_id" not in header:
         raise ValidationError(
             "The CSV needs a header row with an item_id column "

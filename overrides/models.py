@@ -92,6 +92,13 @@ class CatalogItem(models.Model):
         null=True, blank=True, help_text="When the product was created."
     )
     imported_at = models.DateTimeField(auto_now=True)
+    # Hand edits in the admin are audited (a wrong title misleads whoever blocks by
+    # it); imports write with bulk_create, which adds no history: the feed's file is
+    # their record, and one entry per imported row would drown the trail.
+    history = HistoricalRecords(
+        excluded_fields=["imported_at"],
+        history_change_reason_field=models.TextField(null=True),
+    )
 
     class Meta:
         ordering = ["item_id"]

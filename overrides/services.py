@@ -8,7 +8,7 @@ the overlap checks below cannot race.
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -77,11 +77,15 @@ def _clean_reason(reason: object) -> str:
 
 
 def _validate_scope(surface: str | None, region: str | None) -> None:
-    """Management writes accept only configured, active surfaces and regions."""
+    """Management writes accept only configured, active surfaces and regions.
+
+    A code with a null character is unknown without asking: PostgreSQL refuses it
+    in a query.
+    """
     errors = {}
-    if (
-        surface is not None
-        and not Surface.objects.filter(code=surface, is_active=True).exists()
+    if surface is not None and (
+        "\x00" in surface
+        or not Surface.objects.filter(code=surface, is_active=True).exists()
     ):
         known = ", ".join(
             Surface.objects.filter(is_active=True).values_list("code", flat=True)
@@ -89,9 +93,9 @@ def _validate_scope(surface: str | None, region: str | None) -> None:
         errors["surface"] = (
             f"Unknown surface {surface!r}. Configured surfaces: {known}."
         )
-    if (
-        region is not None
-        and not Region.objects.filter(code=region, is_active=True).exists()
+    if region is not None and (
+        "\x00" in region
+        or not Region.objects.filter(code=region, is_active=True).exists()
     ):
         known = ", ".join(
             Region.objects.filter(is_active=True).values_list("code", flat=True)
@@ -129,13 +133,38 @@ def _raise_if_overlapping(rule: OverrideRule) -> None:
     )
 
 
+def _times_in_utc(rule: OverrideRule) -> dict[str, list[str]]:
+    """Put the rule's times in UTC, or say why one cannot be (naive, out of range).
+
+    Python compares and subtracts two times of one zone by their wall clocks, which
+    is wrong across a DST change (an hour off the boost duration, a window that
+    ends "after" it starts but not in the database); in UTC they are instants.
+    """
+    errors = {}
+    for name in ("starts_at", rule.window_end_field):
+        value = getattr(rule, name)
+        if not isinstance(value, datetime):
+            continue
+        if timezone.is_naive(value):
+            errors[name] = ["Give a time zone, e.g. 2026-11-02T09:30:00Z."]
+            continue
+        try:
+            setattr(rule, name, value.astimezone(UTC))
+        except OverflowError:
+            errors[name] = ["Out of range: give a time from year 1 to 9999 in UTC."]
+    return errors
+
+
 def _validate_new_rule(rule: OverrideRule, *, now: datetime) -> None:
     """Collect every problem with a new rule into one ValidationError."""
-    errors: dict[str, list[str]] = {}
+    errors = _times_in_utc(rule)
+    unusable_times = bool(errors)
     try:
         _validate_scope(rule.surface_id, rule.region_id)
     except ValidationError as error:
         errors.update(error.message_dict)
+    if unusable_times:  # the checks below compare the times
+        raise ValidationError(errors)
     try:
         rule.full_clean(exclude=["surface", "region", "created_by"])
     except ValidationError as error:
@@ -392,9 +421,15 @@ def _row_messages(error: ValidationError) -> list[str]:
 def _validate_bulk_rows(
     rows: list[BulkBlockRow], *, actor, now: datetime
 ) -> list[Block]:
+    # An id with NUL is invalid anyway (a control character), and PostgreSQL cannot
+    # even compare one: it is not looked up.
     known_items = set(
         CatalogItem.objects.filter(
-            item_id__in=[row.item_id for row in rows]
+            item_id__in=[
+                row.item_id
+                for row in rows
+                if isinstance(row.item_id, str) and "\x00" not in row.item_id
+            ]
         ).values_list("item_id", flat=True)
     )
     seen: dict[tuple, int] = {}

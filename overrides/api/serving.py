@@ -6,7 +6,6 @@ field on 10,000 candidates); the checks and their messages are the contract's.
 """
 
 import math
-import re
 from operator import itemgetter
 
 import orjson
@@ -20,17 +19,18 @@ from rest_framework.views import APIView
 from opsconsole.auth import ApiKeyAuthentication
 from opsconsole.customer_ids import hash_customer_id
 from opsconsole.errors import ConsoleError, error_body
+from opsconsole.identifiers import FORBIDDEN_CHARACTER
+from opsconsole.metrics import record_rank
 from opsconsole.parsers import FastJSONRenderer
 from overrides import selectors, services, serving
 from overrides.models import OptOutKind
 
-from .serializers import ApiErrorSerializer
+from .serializers import ApiErrorSerializer, CustomerIdField, ItemIdField
 
 # Identifier rule (contract): no whitespace, no control or invisible formatting
-# characters. One search over all ids joined is much faster than one match per id.
-_FORBIDDEN_CHARACTER = re.compile(
-    r"[\s\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]"
-)
+# characters. One search over all ids joined is much faster than one match per id;
+# the class is the one validate_item_id applies, so both accept the same ids.
+_FORBIDDEN_CHARACTER = FORBIDDEN_CHARACTER
 
 
 def _clean_text(text: str) -> bool:
@@ -186,15 +186,22 @@ class SnapshotSerializer(serializers.Serializer):
 
 
 class _CandidateSerializer(serializers.Serializer):
-    item_id = serializers.CharField(max_length=128)
+    item_id = ItemIdField()
     score = serializers.FloatField()
 
 
 class RankRequestSerializer(serializers.Serializer):
-    customer_id = serializers.CharField(required=False, max_length=256)
-    surface = serializers.CharField(required=False, allow_null=True)
-    region = serializers.CharField(required=False, allow_null=True)
-    candidates = _CandidateSerializer(many=True)
+    customer_id = CustomerIdField(
+        required=False, allow_null=True, help_text="Null or left out: anonymous."
+    )
+    surface = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    region = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    candidates = serializers.ListField(
+        child=_CandidateSerializer(),
+        min_length=1,
+        max_length=settings.SERVING_MAX_CANDIDATES,
+        help_text="Unique item_ids.",
+    )
 
 
 class _RankedItemSerializer(serializers.Serializer):
@@ -219,7 +226,11 @@ class RankResponseSerializer(serializers.Serializer):
 
 
 class OptOutCheckRequestSerializer(serializers.Serializer):
-    customer_ids = serializers.ListField(child=serializers.CharField(max_length=256))
+    customer_ids = serializers.ListField(
+        child=CustomerIdField(),
+        min_length=1,
+        max_length=settings.SERVING_MAX_CANDIDATES,
+    )
 
 
 class OptOutCheckResponseSerializer(serializers.Serializer):
@@ -240,7 +251,7 @@ class ChangesResponseSerializer(serializers.Serializer):
 
 
 class HeartbeatRequestSerializer(serializers.Serializer):
-    instance = serializers.CharField(max_length=128)
+    instance = ItemIdField(help_text="The instance's name; the item id rule applies.")
     version = serializers.IntegerField(min_value=0)
 
 
@@ -317,6 +328,7 @@ class RankView(ServingView):
         region = _scope_value(data, "region")
         candidates = data.get("candidates")
         ids, scores, distinct_ids = candidate_columns(candidates)
+        record_rank(len(ids))
         personalized = True
         customer_id = data.get("customer_id")
         if customer_id is not None:
@@ -377,7 +389,9 @@ class ChangesView(ServingView):
     @extend_schema(
         tags=["serving"],
         summary="Changes since a version",
-        parameters=[OpenApiParameter("since", int, required=True)],
+        parameters=[
+            OpenApiParameter("since", {"type": "integer", "minimum": 0}, required=True)
+        ],
         responses={
             200: ChangesResponseSerializer,
             410: OpenApiResponse(ApiErrorSerializer, description="Take a snapshot."),

@@ -16,10 +16,11 @@ from drf_spectacular.utils import (
 )
 from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 
 from opsconsole.errors import error_body
+from opsconsole.parsers import LimitedJSONParser
 from overrides import bulk, selectors, services
 
 from .filters import AuditFilterSet, BlockFilterSet, BoostFilterSet
@@ -50,6 +51,14 @@ def _errors(*status_codes: int) -> dict:
     return {
         code: OpenApiResponse(ApiErrorSerializer, description=_ERROR_DESCRIPTIONS[code])
         for code in status_codes
+    }
+
+
+def _list_errors() -> dict:
+    """A list's errors: a page past the last one is a 404 (ConsolePagination)."""
+    return {
+        **_errors(400, 401, 403),
+        404: OpenApiResponse(ApiErrorSerializer, description="No such page."),
     }
 
 
@@ -94,7 +103,7 @@ def _bulk_rows(request) -> list[services.BulkBlockRow]:
 @extend_schema_view(
     list=extend_schema(
         summary="List blocks",
-        responses={200: BlockSerializer(many=True), **_errors(400, 401, 403)},
+        responses={200: BlockSerializer(many=True), **_list_errors()},
     ),
     retrieve=extend_schema(
         summary="One block", responses={200: BlockSerializer, **_errors(401, 403, 404)}
@@ -176,7 +185,9 @@ class BlockViewSet(
             **_errors(401, 403),
         },
     )
-    @action(detail=False, methods=["post"], parser_classes=[CsvParser, JSONParser])
+    @action(
+        detail=False, methods=["post"], parser_classes=[CsvParser, LimitedJSONParser]
+    )
     def bulk(self, request):
         dry_run = _validated(BulkQuerySerializer, request.query_params)["dry_run"]
         result = services.block_items_in_bulk(
@@ -202,7 +213,7 @@ class BlockViewSet(
 @extend_schema_view(
     list=extend_schema(
         summary="List boosts",
-        responses={200: BoostSerializer(many=True), **_errors(400, 401, 403)},
+        responses={200: BoostSerializer(many=True), **_list_errors()},
     ),
     retrieve=extend_schema(
         summary="One boost", responses={200: BoostSerializer, **_errors(401, 403, 404)}
@@ -251,7 +262,7 @@ class BoostViewSet(
 @extend_schema(
     tags=["audit"],
     summary="Audit trail",
-    responses={200: AuditEntrySerializer(many=True), **_errors(400, 401, 403)},
+    responses={200: AuditEntrySerializer(many=True), **_list_errors()},
 )
 class AuditTrailView(generics.ListAPIView):
     """Who changed which rule or setting, when, why, before and after (admins)."""
