@@ -69,3 +69,9 @@ class ApiKey(models.Model):
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+
+# People's accounts are audited too; their history model lives in this app.
+from opsconsole import user_history  # noqa: E402
+
+user_history.register()

@@ -57,9 +57,12 @@ def api_key_create(
         raise ConflictError(
             f"An API key named {name!r} exists already (revoked keys too)."
         )
-    user = get_user_model().objects.create_user(username=username, password=None)
-    user.is_active = True
-    user.save(update_fields=["is_active"])
+    # The key's service account is an account like any other: audited (one record).
+    user = get_user_model()(username=username, is_active=True)
+    user.set_unusable_password()
+    user._history_user = actor
+    user._change_reason = f"Service account of API key {name}"
+    user.save()
     key.user = user
     key._history_user = actor
     key._change_reason = f"Created with scopes {', '.join(key.scopes)}"

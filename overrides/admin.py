@@ -1,4 +1,5 @@
-"""Admin pages: admins edit surfaces, regions and the catalog here; rules are read-only
+"""Admin pages: admins edit surfaces, regions and the catalog here, each edit audited
+with its actor and a generated reason (the fields it changed); rules are read-only
 because every rule change must go through the services (audit, version, change feed)."""
 
 from django.contrib import admin
@@ -18,6 +19,16 @@ class ReasonedHistoryAdmin(SimpleHistoryAdmin):
         )
         super().save_model(request, obj, form, change)
 
+    def delete_model(self, request, obj):
+        obj._history_user = request.user
+        obj._change_reason = "Deleted in the admin"
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        # One by one, so each deletion is recorded with its actor and reason.
+        for obj in queryset:
+            self.delete_model(request, obj)
+
 
 @admin.register(Surface)
 class SurfaceAdmin(ReasonedHistoryAdmin):
@@ -34,10 +45,29 @@ class RegionAdmin(ReasonedHistoryAdmin):
 
 
 @admin.register(CatalogItem)
-class CatalogItemAdmin(admin.ModelAdmin):
+class CatalogItemAdmin(ReasonedHistoryAdmin):
     list_display = ("item_id", "title", "category", "created_at")
     list_filter = ("category",)
     search_fields = ("item_id", "title")
+
+    def save_model(self, request, obj, form, change):
+        if change and not obj.history.exists():
+            _record_imported_state(obj.pk)
+        super().save_model(request, obj, form, change)
+
+
+def _record_imported_state(pk: int) -> None:
+    """Imports add no history (bulk upserts, see the model): before an item's first
+    edit, record the row as the import left it, dated when it was imported, so the
+    edit shows its before."""
+    item = CatalogItem.objects.get(pk=pk)
+    history_model = CatalogItem.history.model
+    history_model.objects.create(
+        history_type="+",
+        history_date=item.imported_at,
+        history_change_reason="As imported (recorded at its first edit in the admin)",
+        **{f.attname: getattr(item, f.attname) for f in history_model.tracked_fields},
+    )
 
 
 class ReadOnlyRuleAdmin(SimpleHistoryAdmin):

@@ -443,6 +443,8 @@ AUDITED_MODELS = _AuditedModels(
     downstream="privacy.Downstream",
     api_key="opsconsole.ApiKey",
     model_version="explanations.ModelVersion",
+    catalog_item=CatalogItem,
+    user=settings.AUTH_USER_MODEL,  # accounts and roles: opsconsole/user_history.py
 )
 _LABELS = {
     "block": F("item_id"),
@@ -452,6 +454,8 @@ _LABELS = {
     "downstream": Cast("name", CharField()),
     "api_key": Cast("name", CharField()),
     "model_version": Cast("name", CharField()),
+    "catalog_item": F("item_id"),
+    "user": Cast("username", CharField()),
 }
 _HIDDEN_FIELDS = {
     "id",
@@ -515,7 +519,7 @@ def audit_log(
     for kind, model in AUDITED_MODELS.items():
         if kinds and kind not in kinds:
             continue
-        if item_id and kind not in ("block", "boost"):
+        if item_id and kind not in _ITEM_KINDS:
             continue
         records = model.history.all()
         if actor:
@@ -541,6 +545,7 @@ def audit_log(
     return log.order_by("-history_date", "-history_id")
 
 
+_ITEM_KINDS = ("block", "boost", "catalog_item")
 _USER_FIELDS = {"created_by", "withdrawn_by", "revoked_by", "registered_by", "user"}
 
 
@@ -560,14 +565,33 @@ _CREATED = {
     "optout": "Opted out",
     "deletion_request": "Deletion requested",
     "model_version": "Registered model",
+    "user": "Created user",
 }
+
+
+def _user_action(record, changed: set[str]) -> str | None:
+    if "is_active" in changed:
+        return "Reactivated user" if record.is_active else "Deactivated user"
+    if "roles" in changed:
+        return "Changed roles"
+    if "usable_password" in changed:
+        return (
+            "Enabled password sign-in"
+            if record.usable_password
+            else "Disabled password sign-in"
+        )
+    if changed == {"password"}:
+        return "Changed password"
+    return None
 
 
 def _action_label(kind: str, record, changed: set[str]) -> str:
     if record.history_type == "+":
         return _CREATED.get(kind, f"Created {kind.replace('_', ' ')}")
     if record.history_type == "-":
-        return f"Deleted {kind}"
+        return f"Deleted {kind.replace('_', ' ')}"
+    if kind == "user" and (label := _user_action(record, changed)):
+        return label
     if "withdrawn_at" in changed:
         return {"block": "Lifted", "boost": "Ended early"}.get(kind, "Withdrawn")
     if "revoked_at" in changed:
@@ -578,7 +602,7 @@ def _action_label(kind: str, record, changed: set[str]) -> str:
         return "Retried downstreams"
     if "expiry_recorded_at" in changed:
         return "Expired"
-    return f"Changed {kind}"
+    return f"Changed {kind.replace('_', ' ')}"
 
 
 def audit_entries_for_page(rows) -> list[AuditEntry]:
@@ -622,8 +646,16 @@ def audit_entries_for_page(rows) -> list[AuditEntry]:
         previous = previous_of.get((kind, record.history_id))
         if record.history_type == "+":
             previous = None
+        # Fields only the history has (a user's roles): compared like the others.
+        snapshot = getattr(record, "audit_snapshot_fields", ())
         if previous is not None:
-            delta = record.diff_against(previous)
+            delta = record.diff_against(
+                previous,
+                included_fields={f.name for f in record.tracked_fields if f.editable}
+                | set(snapshot)
+                if snapshot
+                else None,
+            )
             changes = [
                 AuditChange(
                     change.field,
@@ -644,7 +676,14 @@ def audit_entries_for_page(rows) -> list[AuditEntry]:
                 if f.name not in _HIDDEN_FIELDS
                 # Fields kept out of the history (secrets, encrypted ids) are absent.
                 and getattr(record, f.attname, None) not in (None, "")
+            ] + [
+                AuditChange(name, None, getattr(record, name))
+                for name in snapshot
+                if getattr(record, name) not in (None, "")
             ]
+        if record.history_type == "~" and getattr(record, "password_changed", False):
+            # The hash is never kept: only that it changed.
+            changes.append(AuditChange("password", None, "changed"))
         entries.append(
             AuditEntry(
                 kind=kind,

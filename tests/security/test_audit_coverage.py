@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from overrides import selectors
 from privacy.models import Downstream
-from tests.factories import make_block, make_boost
+from tests.factories import PASSWORD, make_block, make_boost
 from tests.security.conftest_matrix import (
     ADMIN_GROUP,
     csrf_client,
@@ -147,6 +147,7 @@ def _optout(env):
     )
 
 
+NEW_PASSWORD = "another-long-passphrase-42"
 LONG_SOURCE = "ticket-" + "y" * 150  # sources may be 200 characters long
 TOMORROW = (timezone.now() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
 
@@ -247,12 +248,18 @@ AUDIT_CASES: dict[tuple[str, str], list[Case] | str] = {
         "create an API key",
         lambda env: _expect_status(env.post("admin", "/settings/api-keys/new/", {
             "name": "new-key", "scopes": ["serving:read"]}), 200),
-        {"api_key": 1}, "admin", reason_contains="serving:read")],
+        {"api_key": 1, "user": 1}, "admin", reason_contains="serving:read")],
     ("settings/api-keys/<int:pk>/revoke/", "POST"): [Case(
         "revoke an API key",
         lambda env: _expect_status(env.post(
             "admin", f"/settings/api-keys/{env.objects['api_key'].pk}/revoke/"), 302),
         {"api_key": 1}, "admin", prepare=_api_key, reason_contains="Revoked")],
+    ("password/change/", "POST"): [Case(
+        "a person changes their own password (recorded, never the hash)",
+        lambda env: _expect_status(env.post("support_agent", "/password/change/", {
+            "old_password": PASSWORD, "new_password1": NEW_PASSWORD,
+            "new_password2": NEW_PASSWORD}), 302),
+        {"user": 1}, "support-agent", reason_contains="Password changed")],
     # REST ---------------------------------------------------------------------------
     ("api/v1/blocks", "POST"): [Case(
         "block over REST with an overrides:write key",
@@ -320,8 +327,6 @@ AUDIT_CASES: dict[tuple[str, str], list[Case] | str] = {
         "telemetry: the version an instance runs, overwritten each time"),
     ("api/v1/predictions", "POST"): not_a_change(
         "data intake at serving rate; idempotent; the prediction log is its record"),
-    ("password/change/", "POST"): not_a_change(
-        "a person's own credential; Django keeps no history of users (see report)"),
 }
 # fmt: on
 
@@ -537,3 +542,409 @@ def test_downstream_history__never_holds_the_secret(env):
     _downstream(env)
     downstream = Downstream.objects.get(name="warehouse")
     assert not hasattr(downstream.history.first(), "secret")
+
+
+# People and the catalog in the admin ------------------------------------------------
+
+
+def _drive(env, case: Case) -> list:
+    """Run one case outside the table: its new entries, also shown by the REST view."""
+    if case.prepare:
+        case.prepare(env)
+    before, started = _audit_keys(), timezone.now()
+    case.act(env)
+    entries = _check_new_entries(env, case, before, started)
+    client = Client()
+    client.force_login(env.users["admin"])
+    shown = {
+        (item["kind"], item["history_id"])
+        for item in client.get("/api/v1/audit", {"page_size": 200}).json()["results"]
+    }
+    assert {(entry.kind, entry.history_id) for entry in entries} <= shown
+    return entries
+
+
+def _changes(entry) -> dict:
+    return {change.field: (change.before, change.after) for change in entry.changes}
+
+
+def _admin_post(env, path: str, data: dict, *codes):
+    client, token = env.sessions["admin"]
+    return _expect_status(
+        client.post(path, data, headers={"X-CSRFToken": token}), *codes
+    )
+
+
+def _user_form(user, **changes) -> dict:
+    """The admin's user change form as the browser posts it (unchecked boxes absent)."""
+    data = {
+        "username": user.username,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "email": user.email,
+        "groups": [str(pk) for pk in user.groups.values_list("pk", flat=True)],
+        "is_active": "on" if user.is_active else "",
+        "is_staff": "on" if user.is_staff else "",
+        "is_superuser": "on" if user.is_superuser else "",
+    }
+    data.update(changes)
+    return {name: value for name, value in data.items() if value not in ("", None)}
+
+
+def test_admin_user_changes__one_entry_each__admin_as_actor_with_the_reason(env):
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    user_model = get_user_model()
+    support_agent = str(Group.objects.get(name="support_agent").pk)
+    admin_role = str(Group.objects.get(name="admin").pk)
+
+    # Creating an account: one entry, without the password
+    entries = _drive(
+        env,
+        Case(
+            "add a user in the admin",
+            lambda env: _admin_post(
+                env,
+                "/admin/auth/user/add/",
+                {
+                    "username": "new-hire",
+                    "usable_password": "true",
+                    "password1": NEW_PASSWORD,
+                    "password2": NEW_PASSWORD,
+                    "change_reason": "IT-101: new support agent",
+                },
+                302,
+            ),
+            {"user": 1},
+            "admin",
+            reason_contains="IT-101",
+        ),
+    )
+    user = user_model.objects.get(username="new-hire")
+    assert entries[0].action == "Created user"
+    assert _changes(entries[0])["username"] == (None, "new-hire")
+    assert user.password not in repr(entries)
+
+    # Giving a role and an e-mail address: the user and its roles are one entry
+    entries = _drive(
+        env,
+        Case(
+            "give a role in the admin",
+            lambda env: _admin_post(
+                env,
+                f"/admin/auth/user/{user.pk}/change/",
+                _user_form(
+                    user,
+                    groups=[support_agent],
+                    email="new@example.com",
+                    change_reason="IT-102: joins support",
+                ),
+                302,
+            ),
+            {"user": 1},
+            "admin",
+            reason_contains="IT-102",
+        ),
+    )
+    assert entries[0].action == "Changed roles"
+    assert _changes(entries[0]) == {
+        "roles": (None, "support_agent"),
+        "email": (None, "new@example.com"),
+    }
+
+    # Promoting to admin: roles, staff and superuser status before and after
+    user.refresh_from_db()
+    entries = _drive(
+        env,
+        Case(
+            "make an admin",
+            lambda env: _admin_post(
+                env,
+                f"/admin/auth/user/{user.pk}/change/",
+                _user_form(
+                    user,
+                    groups=[support_agent, admin_role],
+                    is_staff="on",
+                    is_superuser="on",
+                    change_reason="IT-103: on call",
+                ),
+                302,
+            ),
+            {"user": 1},
+            "admin",
+            reason_contains="IT-103",
+        ),
+    )
+    assert _changes(entries[0]) == {
+        "roles": ("support_agent", "admin, support_agent"),
+        "is_staff": (False, True),
+        "is_superuser": (False, True),
+    }
+
+    # An admin resets the password: recorded as changed, the hash nowhere
+    entries = _drive(
+        env,
+        Case(
+            "reset a password in the admin",
+            lambda env: _admin_post(
+                env,
+                f"/admin/auth/user/{user.pk}/password/",
+                {
+                    "usable_password": "true",
+                    "password1": "a-third-passphrase-77",
+                    "password2": "a-third-passphrase-77",
+                    "set-password": "1",
+                    "change_reason": "IT-104: locked out",
+                },
+                302,
+            ),
+            {"user": 1},
+            "admin",
+            reason_contains="IT-104",
+        ),
+    )
+    user.refresh_from_db()
+    assert user.check_password("a-third-passphrase-77")
+    assert entries[0].action == "Changed password"
+    assert _changes(entries[0]) == {"password": (None, "changed")}
+    assert entries[0].reason == "Password set in the admin: IT-104: locked out"
+    assert user.password not in repr(entries)
+
+    # Deactivating: is_active before and after
+    entries = _drive(
+        env,
+        Case(
+            "deactivate in the admin",
+            lambda env: _admin_post(
+                env,
+                f"/admin/auth/user/{user.pk}/change/",
+                _user_form(user, is_active="", change_reason="IT-105: left"),
+                302,
+            ),
+            {"user": 1},
+            "admin",
+            reason_contains="IT-105",
+        ),
+    )
+    assert entries[0].action == "Deactivated user"
+    assert _changes(entries[0]) == {"is_active": (True, False)}
+
+    # Deleting: one entry, its roles gone
+    user.refresh_from_db()
+    entries = _drive(
+        env,
+        Case(
+            "delete in the admin",
+            lambda env: _admin_post(
+                env, f"/admin/auth/user/{user.pk}/delete/", {"post": "yes"}, 302
+            ),
+            {"user": 1},
+            "admin",
+            reason_contains="Deleted in the admin",
+        ),
+    )
+    assert entries[0].action == "Deleted user"
+    assert not user_model.objects.filter(pk=user.pk).exists()
+
+
+def test_admin_user_change__without_reason_or_without_change__records_nothing(env):
+    user = env.users["account_manager"]
+    before = _audit_keys()
+
+    # No reason: the form is shown again with the error, nothing is saved
+    response = _admin_post(
+        env, f"/admin/auth/user/{user.pk}/change/", _user_form(user, is_staff="on"), 200
+    )
+    assert "change_reason" in response.context["adminform"].form.errors
+    response = _admin_post(
+        env,
+        f"/admin/auth/user/{user.pk}/password/",
+        {
+            "usable_password": "true",
+            "password1": NEW_PASSWORD,
+            "password2": NEW_PASSWORD,
+            "set-password": "1",
+        },
+        200,
+    )
+    assert "change_reason" in response.context["form"].errors
+    # A reason but nothing changed: nothing to record
+    _admin_post(
+        env,
+        f"/admin/auth/user/{user.pk}/change/",
+        _user_form(user, change_reason="Looked only"),
+        302,
+    )
+
+    assert _audit_keys() == before
+    user.refresh_from_db()
+    assert not user.is_staff
+
+
+def test_signing_in__adds_no_user_history(env, settings):
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.hashers import make_password
+
+    settings.PASSWORD_HASHERS = [
+        *settings.PASSWORD_HASHERS,
+        "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    ]
+    user = env.users["support_agent"]
+    # A password hashed with an older hasher is re-hashed (saved) on sign-in too.
+    user.password = make_password(PASSWORD, hasher="pbkdf2_sha1")
+    user.save_without_historical_record()
+    before = _audit_keys()
+
+    response = Client().post(
+        "/login/", {"username": user.username, "password": PASSWORD}
+    )
+    Client().force_login(user)
+
+    assert response.status_code == 302
+    user = get_user_model().objects.get(pk=user.pk)
+    assert user.last_login is not None
+    assert not user.password.startswith("pbkdf2_sha1")  # re-hashed and saved
+    assert _audit_keys() == before
+
+
+def test_role_changes_outside_the_admin__recorded_either_side(env):
+    from django.contrib.auth.models import Group
+
+    user = env.users["privacy_officer"]
+    group = Group.objects.get(name="support_agent")
+
+    def add_from_the_group(env):
+        group.user_set.add(user)
+
+    entries = _drive(
+        env,
+        Case(
+            "a role given in the shell",
+            lambda env: user.groups.remove(Group.objects.get(name="privacy_officer")),
+            {"user": 1},
+            "system",
+            reason_contains="Changed outside the admin",
+        ),
+    )
+    assert _changes(entries[0]) == {"roles": ("privacy_officer", None)}
+    entries = _drive(
+        env,
+        Case(
+            "a member added from the group's side",
+            add_from_the_group,
+            {"user": 1},
+            "system",
+            reason_contains="Changed outside the admin",
+        ),
+    )
+    assert _changes(entries[0]) == {"roles": (None, "support_agent")}
+
+
+def test_role_definitions__read_only_in_the_admin(env):
+    from django.contrib.auth.models import Group
+
+    group = Group.objects.get(name="support_agent")
+    client, token = env.sessions["admin"]
+    response = client.post(
+        f"/admin/auth/group/{group.pk}/change/",
+        {"name": "support_agent", "permissions": []},
+        headers={"X-CSRFToken": token},
+    )
+
+    assert response.status_code == 403
+    assert group.permissions.exists()
+
+
+def test_catalog_edits_in_the_admin__audited_with_before_and_shown_with_the_item(env):
+    from overrides import services
+    from overrides.models import CatalogItem
+
+    services.import_catalog(rows=[{"item_id": "sku-c1", "title": "Lawn mower"}])
+    item = CatalogItem.objects.get(item_id="sku-c1")
+    assert not item.history.exists()  # imports are not audited (see the model)
+
+    def retitle(title: str):
+        return lambda env: _admin_post(
+            env,
+            f"/admin/overrides/catalogitem/{item.pk}/change/",
+            {"item_id": "sku-c1", "title": title, "category": ""},
+            302,
+        )
+
+    # The first edit records the imported row first, so it has a before
+    before = _audit_keys()
+    retitle("Lawn mower (petrol)")(env)
+    new_rows = [
+        row
+        for row in selectors.audit_log()
+        if (row["audit_kind"], row["history_id"]) not in before
+    ]
+    edit, imported = selectors.audit_entries_for_page(new_rows)
+    assert (edit.kind, edit.actor, edit.action, edit.reason) == (
+        "catalog_item",
+        "admin",
+        "Changed catalog item",
+        "Changed in the admin: title",
+    )
+    assert _changes(edit) == {"title": ("Lawn mower", "Lawn mower (petrol)")}
+    assert (imported.actor, imported.when) == ("system", item.imported_at)
+    assert imported.reason.startswith("As imported")
+    # Later edits: one entry each
+    entries = _drive(
+        env,
+        Case(
+            "retitle again",
+            retitle("Lawn mower (electric)"),
+            {"catalog_item": 1},
+            "admin",
+            reason_contains="title",
+        ),
+    )
+    assert _changes(entries[0]) == {
+        "title": ("Lawn mower (petrol)", "Lawn mower (electric)")
+    }
+    client = Client()
+    client.force_login(env.users["admin"])
+    by_item = client.get("/api/v1/audit", {"item_id": "sku-c1"}).json()["results"]
+    assert [(row["kind"], row["actor"]) for row in by_item] == [
+        ("catalog_item", "admin"),
+        ("catalog_item", "admin"),
+        ("catalog_item", "system"),
+    ]
+
+
+def test_audit_api__pages_of_user_and_catalog_entries__constant_query_count(env):
+    from django.contrib.auth.models import Group
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.factories import CatalogItemFactory, UserFactory
+
+    role = Group.objects.get(name="support_agent")
+    client = Client()
+    client.force_login(env.users["admin"])
+
+    def queries_for_a_page(changes: int) -> int:
+        for _ in range(changes):
+            user = UserFactory()
+            user.groups.add(role)
+            user.groups.remove(role)
+            item = CatalogItemFactory()
+            item.title += " (new)"
+            item.save()
+            make_block(env.users["support_agent"], item_id=item.item_id)
+        with CaptureQueriesContext(connection) as captured:
+            response = client.get(
+                "/api/v1/audit",
+                {"kind": ["user", "catalog_item", "block"], "page_size": 200},
+            )
+        assert response.status_code == 200
+        assert {row["kind"] for row in response.json()["results"]} == {
+            "user",
+            "catalog_item",
+            "block",
+        }
+        return len(captured)
+
+    assert queries_for_a_page(3) == queries_for_a_page(30)
