@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PG_URL ?= postgres://postgres@127.0.0.1:5432/opsconsole
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: demo test test-sqlite test-services lint chromium benchmarks wrk clean soak faults prod
+.PHONY: demo test test-sqlite test-services lint chromium benchmarks wrk clean soak faults prod fuzz
 
 $(INSTALLED): requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,10 @@ wrk:
 	@command -v wrk >/dev/null 2>&1 || { \
 		echo "== installing Debian's wrk for the benchmarks"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+
+## Longer API fuzzing: schemathesis with 200 examples per operation and mode (README)
+fuzz: $(INSTALLED)
+	env -u DATABASE_URL -u REDIS_URL SCHEMATHESIS_MAX_EXAMPLES=$${SCHEMATHESIS_MAX_EXAMPLES:-200} $(VENV)/bin/pytest tests/security/test_schemathesis.py -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) var staticfiles
