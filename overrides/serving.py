@@ -8,11 +8,13 @@ when a rule changed, so the common case touches no table of rules.
 """
 
 import gc
+import hashlib
 import json
 import logging
 import threading
 import time
 
+import orjson
 from django.conf import settings
 from django.core.cache import cache
 
@@ -135,7 +137,9 @@ def forget_ruleset() -> None:
 def snapshot_json(*, surface: str | None, region: str | None) -> tuple[int, bytes]:
     """(version, the snapshot document as JSON bytes), cached per version and scope."""
     version = current_version()
-    key = f"overrides:snapshot:{version}:{surface or '*'}:{region or '*'}"
+    # Serving accepts any scope string: hashed, a key is short and safe for any cache.
+    scope = hashlib.sha256(orjson.dumps([surface, region])).hexdigest()[:32]
+    key = f"overrides:snapshot:{version}:{scope}"
     try:
         cached = cache.get(key)
     except Exception:

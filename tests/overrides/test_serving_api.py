@@ -3,9 +3,11 @@
 import hashlib
 import hmac
 import time
+import warnings
 from datetime import timedelta
 
 import pytest
+from django.core.cache.backends.base import CacheKeyWarning
 from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
@@ -208,6 +210,23 @@ def test_snapshot__unconfigured_surface__accepted_and_gets_global_rules(
     make_block(agent, item_id="a")
     body = serving_client.get(SNAPSHOT, {"surface": "push", "region": "ZZ"}).json()
     assert [rule["item_id"] for rule in body["blocked"]] == ["a"]
+
+
+def test_snapshot__long_scope_with_control_characters__served_and_cached_safely(
+    serving_client, agent, django_assert_max_num_queries
+):
+    # Serving accepts any scope string; the cache key must stay short and clean.
+    make_block(agent, item_id="a")
+    scope = {"surface": "x\x01" * 300, "region": "\u2028" * 50}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheKeyWarning)
+        first = serving_client.get(SNAPSHOT, scope)
+        with django_assert_max_num_queries(1):  # the version at most: cached
+            again = serving_client.get(SNAPSHOT, scope)
+
+    assert first.status_code == again.status_code == 200
+    assert again.content == first.content
+    assert [rule["item_id"] for rule in first.json()["blocked"]] == ["a"]
 
 
 def test_snapshot__etag_then_304_until_a_change(
