@@ -1,22 +1,24 @@
-"""Liveness and readiness probes: no authentication, no secrets in the answer."""
+"""Liveness and readiness probes: no authentication, no secrets in the answer.
+
+GET or HEAD: load balancers and orchestrators probe with either."""
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 
 @never_cache
-@require_GET
+@require_safe
 def healthz(request):
     """The process is up and answering."""
     return JsonResponse({"status": "ok"})
 
 
 @never_cache
-@require_GET
+@require_safe
 def readyz(request):
     """The database and, when configured, Redis answer; 503 names what does not."""
     checks = {"database": _database_ok()}

@@ -361,13 +361,13 @@ MATRIX: dict[str, dict[str, Expect]] = {
         "POST":       public("405 405 405 405 405", keys="405", supported=False),
     },
     "healthz": {
-        "GET":        public(keys="ok", revoked="ok"),
-        "HEAD POST":  public("405 405 405 405 405", keys="405", revoked="405",
+        "GET HEAD":   public(keys="ok", revoked="ok"),
+        "POST":       public("405 405 405 405 405", keys="405", revoked="405",
                              supported=False),
     },
     "readyz": {
-        "GET":        public(keys="ok", revoked="ok"),
-        "HEAD POST":  public("405 405 405 405 405", keys="405", revoked="405",
+        "GET HEAD":   public(keys="ok", revoked="ok"),
+        "POST":       public("405 405 405 405 405", keys="405", revoked="405",
                              supported=False),
     },
     # Prometheus: keys with metrics:read only; sessions never authenticate (401).
