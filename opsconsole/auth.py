@@ -4,6 +4,7 @@ Roles are Django groups (created by a data migration) whose model permissions ar
 the single source of truth: views and the API ask for a permission, never a role.
 """
 
+import logging
 import threading
 import time
 
@@ -21,6 +22,8 @@ ACCOUNT_MANAGER = "account_manager"
 PRIVACY_OFFICER = "privacy_officer"
 ADMIN = "admin"
 ROLES = (SUPPORT_AGENT, ACCOUNT_MANAGER, PRIVACY_OFFICER, ADMIN)
+
+logger = logging.getLogger(__name__)
 
 _READ_CONFIGURATION = [
     "overrides.view_surface",
@@ -213,6 +216,21 @@ class ApiKeyAuthentication(BaseAuthentication):
         return 'Bearer realm="opsconsole"'
 
 
+_throttle_warned_at = 0.0
+
+
+def _warn_throttle_unavailable() -> None:
+    """Log once a minute, not once per request, while the cache is unreachable."""
+    global _throttle_warned_at
+    now = time.monotonic()
+    if now - _throttle_warned_at > 60:
+        _throttle_warned_at = now
+        logger.warning(
+            "API key rate limits are not enforced: the cache is unreachable",
+            exc_info=True,
+        )
+
+
 class ApiKeyRateThrottle(BaseThrottle):
     """Requests per minute per API key (a fixed window counted in the cache).
 
@@ -231,14 +249,20 @@ class ApiKeyRateThrottle(BaseThrottle):
         now = time.time()
         window = int(now // self.window_seconds)
         counter = f"ratelimit:{key.pk}:{window}"
-        try:
-            count = cache.incr(counter)
-        except ValueError:
-            if cache.add(counter, 1, timeout=self.window_seconds + 5):
-                count = 1
-            else:
-                count = cache.incr(counter)
         self._retry_after = (window + 1) * self.window_seconds - now
+        try:
+            try:
+                count = cache.incr(counter)
+            except ValueError:  # the window's first request
+                if cache.add(counter, 1, timeout=self.window_seconds + 5):
+                    count = 1
+                else:
+                    count = cache.incr(counter)
+        except Exception:
+            # The cache (Redis) is down or restarting: serving must keep answering,
+            # so the limit is not enforced until it is back.
+            _warn_throttle_unavailable()
+            return True
         return count <= limit
 
     def wait(self) -> float:

@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import socket
 import time
 import warnings
 from datetime import timedelta
@@ -120,6 +121,38 @@ def test_serving__rate_limit__429_with_retry_after(api_key_for):
     assert response.status_code == 429
     assert 1 <= int(response["Retry-After"]) <= 60
     assert response.json()["error"]["code"] == "too_many_requests"
+
+
+def test_serving__cache_unreachable__answers_without_rate_limit(
+    serving_client, agent, settings, caplog
+):
+    # Given the cache that counts rate limits is a Redis nobody listens on
+    make_block(agent, item_id="sku-1")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{closed_port}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+        }
+    }
+
+    # When the serving layer keeps asking
+    rank = serving_client.post(
+        RANK,
+        {"candidates": [{"item_id": "sku-1", "score": 1.0}]},
+        content_type="application/json",
+    )
+    snapshot = serving_client.get(SNAPSHOT)
+    changes = serving_client.get(CHANGES, {"since": 0})
+
+    # Then it is answered (the limit waits for the cache), and the outage is logged
+    assert rank.status_code == 200, rank.content
+    assert rank.json()["removed"][0]["item_id"] == "sku-1"
+    assert snapshot.status_code == 200 and changes.status_code == 200
+    assert "rate limits are not enforced" in caplog.text
 
 
 def test_serving__key_use__recorded_as_last_used(serving_client):
