@@ -105,7 +105,9 @@ class AuditFilterSet(StrictFilterSet):
         help_text="What changed; repeat the parameter for several kinds.",
     )
     actor = django_filters.CharFilter(help_text="Username of who made the change.")
-    item_id = django_filters.CharFilter(help_text="Changes to this item's rules.")
+    item_id = django_filters.CharFilter(
+        help_text="Changes to this item's rules and catalog entry."
+    )
     since = django_filters.IsoDateTimeFilter(
         help_text="Changes at or after this ISO 8601 time."
     )

@@ -3,9 +3,10 @@ changed record, with actor, time, reason, before and after.
 
 The audit trail is the one admins read (`/audit/`, `GET /api/v1/audit`):
 overrides.selectors.audit_log() over the django-simple-history records of blocks,
-boosts, surfaces, regions, opt-outs, deletion requests, downstreams, API keys and
-model versions. (Deletion requests also keep their own evidence timeline; that is
-evidence for the customer, not the admins' trail.)
+boosts, surfaces, regions, opt-outs, deletion requests, downstreams, API keys, model
+versions, catalog items and users (accounts and their roles). (Deletion requests also
+keep their own evidence timeline; that is evidence for the customer, not the admins'
+trail.)
 
 The mutating routes are found by the same URLconf walk as the authorization matrix:
 every POST/PUT/PATCH/DELETE a view implements needs an entry in AUDIT_CASES, either
@@ -13,7 +14,8 @@ cases that drive it or a reason why it changes nothing worth auditing. Argued ou
 
 - reads that are POSTed to keep ids out of URLs or carry a body (searches, the rank
   preview, serving rank and opt-out checks);
-- signing in and out (sessions, recorded by django-axes, not changes of data);
+- signing in and out (sessions, recorded by django-axes, not changes of data): the
+  last_login and password re-hash saves of a sign-in add no user record (tested);
 - serving heartbeats (telemetry of which version an instance runs, overwritten each
   time) and logged predictions (data intake at serving rate, idempotent, kept in the
   prediction log itself);
@@ -21,7 +23,21 @@ cases that drive it or a reason why it changes nothing worth auditing. Argued ou
   request.POST, so it can only fail validation).
 
 Outside the URLconf: model registration and activation (the register_model command
-and the admin's "activate" action) and a settings change in the admin are driven too.
+and the admin's "activate" action) and a settings change in the admin are driven too,
+and so are people and the catalog in the admin:
+
+- users (opsconsole/admin.py, opsconsole/user_history.py): creating, changing roles,
+  e-mail, staff and superuser status, deactivating, deleting, and password resets.
+  The admin's user forms require a reason (a ticket or an approval: only a person can
+  say why; the before and after already say what), the admin is the actor, and a
+  change with its roles is one entry. Roles are snapshotted by name, the password
+  only as "changed". Role changes outside the admin (shell, commands) are recorded
+  with a generated reason; role definitions are read-only in the admin (they are
+  code: opsconsole/auth.py, re-applied after every migrate);
+- catalog items: hand edits in the admin, with the fields changed as the reason.
+  Argued out: catalog imports (import_catalog, load_demo) are a sync from the
+  product feed, whose file is their record; they add no entry per row, and the admin
+  records an imported row as it was before its first edit so that edit has a before.
 """
 
 from dataclasses import dataclass, field
@@ -710,6 +726,29 @@ def test_admin_user_changes__one_entry_each__admin_as_actor_with_the_reason(env)
     assert _changes(entries[0]) == {"password": (None, "changed")}
     assert entries[0].reason == "Password set in the admin: IT-104: locked out"
     assert user.password not in repr(entries)
+
+    # Disabling password sign-in (e.g. for single sign-on only): recorded as such
+    entries = _drive(
+        env,
+        Case(
+            "disable password sign-in in the admin",
+            lambda env: _admin_post(
+                env,
+                f"/admin/auth/user/{user.pk}/password/",
+                {
+                    "usable_password": "false",
+                    "unset-password": "1",
+                    "change_reason": "IT-106: SSO only",
+                },
+                302,
+            ),
+            {"user": 1},
+            "admin",
+            reason_contains="Password sign-in disabled in the admin: IT-106",
+        ),
+    )
+    assert entries[0].action == "Disabled password sign-in"
+    assert _changes(entries[0]) == {"usable_password": (True, False)}
 
     # Deactivating: is_active before and after
     entries = _drive(
