@@ -5,13 +5,20 @@ input is valid but clashes with what exists; the API turns both, and DRF's own e
 into `{"error": {"code", "message", "fields"}}` with a fitting 4xx status.
 """
 
+import logging
+
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+# How long a client should wait before trying again while the database is away.
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 class ConsoleError(Exception):
@@ -100,6 +107,20 @@ def api_exception_handler(exc, context):
             ),
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The database is down or restarting (nothing was committed): a 503 the
+        # client can retry, not a 500 that reads as a bug.
+        logger.warning("Database unavailable: %s", exc)
+        response = Response(
+            error_body(
+                "unavailable",
+                "The console's database is unavailable; nothing was changed. "
+                "Try again shortly.",
+            ),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return response
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

@@ -3,6 +3,7 @@
 from datetime import UTC, timedelta
 
 import pytest
+from django.db import OperationalError
 from django.test import Client
 from django.urls import include, path
 from django.utils import timezone
@@ -1105,3 +1106,24 @@ def test_schema__override_endpoints__valid_without_warnings():
 
     validate_schema(schema)
     assert not GENERATOR_STATS, dict(GENERATOR_STATS._warn_cache)
+
+
+def test_blocks_api__database_unavailable__503_with_retry_after(
+    agent_client, monkeypatch
+):
+    # Given the database drops the connection mid-request (as in a restart)
+    def connection_lost(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(services, "block_item", connection_lost)
+
+    response = agent_client.post(
+        BLOCKS,
+        {"item_id": "sku-1", "surface": None, "region": None, "reason": "Unsafe"},
+        content_type="application/json",
+    )
+
+    # Then the client is told to retry, in the contract's error shape, not a 500
+    assert_error(response, 503, "unavailable")
+    assert response["Retry-After"] == "5"
+    assert Block.objects.count() == 0
