@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from opsconsole.customer_ids import hash_customer_id
 from opsconsole.errors import ConflictError, validation_messages
-from opsconsole.identifiers import validate_item_id
+from opsconsole.identifiers import FORBIDDEN_CHARACTER, validate_item_id
 
 from . import optout_mirror, serving
 from .models import (
@@ -421,14 +421,16 @@ def _row_messages(error: ValidationError) -> list[str]:
 def _validate_bulk_rows(
     rows: list[BulkBlockRow], *, actor, now: datetime
 ) -> list[Block]:
-    # An id with NUL is invalid anyway (a control character), and PostgreSQL cannot
-    # even compare one: it is not looked up.
+    # An id with a forbidden character is invalid anyway, and some cannot even be
+    # sent in a query (NUL for PostgreSQL, a lone surrogate for any database): it is
+    # not looked up.
     known_items = set(
         CatalogItem.objects.filter(
             item_id__in=[
                 row.item_id
                 for row in rows
-                if isinstance(row.item_id, str) and "\x00" not in row.item_id
+                if isinstance(row.item_id, str)
+                and not FORBIDDEN_CHARACTER.search(row.item_id)
             ]
         ).values_list("item_id", flat=True)
     )

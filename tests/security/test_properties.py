@@ -544,7 +544,9 @@ def test_rows_from_csv__any_bytes__rows_or_a_validation_error(data):
 
 
 reasons = st.text(
-    st.characters(exclude_categories=("Cs",), exclude_characters="\x00"),
+    # No bare CR: csv.writer leaves it unquoted with a "\n" terminator, and any
+    # reader then sees a line break. (A quoted "\n" is in the alphabet.)
+    st.characters(exclude_categories=("Cs",), exclude_characters="\x00\r"),
     min_size=1,
     max_size=60,
 ).filter(lambda text: text == text.strip() and text)
@@ -604,10 +606,14 @@ def test_bulk_block__valid_csv_rows__round_trip_and_apply_in_one_version_each(
             "surface": row.surface,
             "region": row.region,
             "reason": row.reason,
-            "expires_at": row.expires_at,
+            "expires_at": row.expires_at and in_utc(row.expires_at),
         }
         for row in parsed
-    ] == rows
+    ] == [
+        # In UTC: a time in a DST gap or fold never equals one of another zone.
+        {**row, "expires_at": row["expires_at"] and in_utc(row["expires_at"])}
+        for row in rows
+    ]
     assert all(not row.errors for row in parsed)
     with rolled_back():
         before = written_state()
