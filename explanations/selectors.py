@@ -214,7 +214,8 @@ def force_plot_data(explanation: Explanation) -> dict:
 
 
 def force_plot_png(explanation: Explanation) -> bytes:
-    """The same force plot drawn by shap with matplotlib, as PNG bytes."""
+    """The same force plot drawn by shap with matplotlib, as PNG bytes; its axis is
+    the explanation's output space (log odds for a classifier)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,19 +225,18 @@ def force_plot_png(explanation: Explanation) -> bytes:
 
     rows = feature_rows(explanation)
     with _pyplot_lock:
+        # Drawn in the space the SHAP values add up in: shap's matplotlib plot with a
+        # logit axis comes out blank when its range reaches below probability 0.
         figure = shap.plots.force(
             explanation.base_value,
             np.array([row["shap"] for row in rows], dtype=float),
             np.array([row["value"] for row in rows], dtype=object),
             feature_names=[row["label"] for row in rows],
-            link=(
-                "logit"
-                if explanation.output_space == OutputSpace.LOG_ODDS
-                else "identity"
-            ),
+            link="identity",
             matplotlib=True,
             show=False,
-            figsize=(16, 3),
+            figsize=(16, 4),
+            text_rotation=25,  # long labels would overlap side by side
         )
         try:
             buffer = io.BytesIO()

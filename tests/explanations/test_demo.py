@@ -2,7 +2,7 @@
 and predictions a new user can look up and read explained."""
 
 import math
-from io import StringIO
+from io import BytesIO, StringIO
 
 import numpy as np
 import pandas as pd
@@ -172,3 +172,21 @@ def test_demo_prediction_page__force_plot_and_customer_safe_summary(
     assert 'id="force-plot-data"' in html and "Category affinity" in html
     summary = html.split('id="customer-summary"')[1].split("</textarea>")[0]
     assert "Price" in summary and "Age band" not in summary
+
+
+def test_demo_force_plot_image__newest_prediction__drawn_not_blank(
+    loaded, client_for, agent
+):
+    # The newest demo prediction has a low probability: shap's matplotlib plot with
+    # a logit axis came out blank for it (its axis went below probability 0).
+    from matplotlib import image
+
+    prediction_id = f"pred-demo-{DEMO_PREDICTIONS:04d}"
+
+    response = client_for(agent).get(
+        reverse("explanations:force_plot_image", args=[prediction_id])
+    )
+
+    pixels = image.imread(BytesIO(response.content), format="png")
+    inked = (pixels[:, :, :3].min(axis=2) < 0.8).mean()
+    assert inked > 0.01, f"only {inked:.2%} of the image is drawn"

@@ -258,6 +258,21 @@ def test_force_plot_image__known_prediction__png_never_cached(
     assert response["Cache-Control"] == "private, no-store"  # personal data
 
 
+def test_force_plot_image__classifier_in_log_odds__plot_is_drawn(
+    client_for, agent, logged
+):
+    import io
+
+    from matplotlib import image
+
+    response = client_for(agent).get(_urls(logged)["image"])
+
+    # A blank canvas is a PNG too: the plot must have ink (bars, labels, an axis)
+    pixels = image.imread(io.BytesIO(response.content), format="png")
+    inked = (pixels[:, :, :3].min(axis=2) < 0.8).mean()
+    assert inked > 0.01, f"only {inked:.2%} of the image is drawn"
+
+
 def test_force_plot_image__unknown_id__404(client_for, agent, db):
     response = client_for(agent).get(_urls("p-unknown")["image"])
 
