@@ -13,11 +13,11 @@ router = SimpleRouter(trailing_slash=False)
 router.register("blocks", views.BlockViewSet, basename="block")
 router.register("boosts", views.BoostViewSet, basename="boost")
 
+# The serving reads come first: every request walks the list until it matches, and
+# these are the requests that count (each failed pattern costs microseconds).
 urlpatterns = [
-    *router.urls,
-    path("audit", views.AuditTrailView.as_view(), name="audit-trail"),
-    path("serving/snapshot", serving.SnapshotView.as_view(), name="serving-snapshot"),
     path("serving/rank", serving.RankView.as_view(), name="serving-rank"),
+    path("serving/snapshot", serving.SnapshotView.as_view(), name="serving-snapshot"),
     path(
         "serving/optouts/check",
         serving.OptOutCheckView.as_view(),
@@ -27,4 +27,6 @@ urlpatterns = [
     path(
         "serving/heartbeat", serving.HeartbeatView.as_view(), name="serving-heartbeat"
     ),
+    *router.urls,
+    path("audit", views.AuditTrailView.as_view(), name="audit-trail"),
 ]
