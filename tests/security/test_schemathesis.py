@@ -103,6 +103,9 @@ STATE_DEPENDENT_VALIDITY = {
     # Schema's uniqueItems compares whole objects, so {"item_id": "a", "score": 1}
     # and {"item_id": "a", "score": 2} are schema-valid together.
     "POST /api/v1/serving/rank": "unique item_id across candidates",
+    # received_at is optional but may not lie in the future (relative to now; the
+    # deadline runs from it), which a date-time format cannot say.
+    "POST /api/v1/privacy/deletion-requests": "received_at not after now",
 }
 
 # The identifier format of the schema (contract, Identifiers): no whitespace,
