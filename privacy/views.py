@@ -271,15 +271,16 @@ class OptOutView(RoleRequiredMixin, TemplateView):
     def post(self, request, *args, **kwargs):
         if "search-customer_id" in request.POST:
             return self._search()
-        form = OptOutForm(
-            request.POST, may_withdraw=self._may("overrides.change_optout")
-        )
+        may_withdraw = self._may("overrides.change_optout")
+        # Asked before the form is validated: the form offers no withdrawal to
+        # those who may not withdraw, and a refusal is 403, not an invalid form.
+        if request.POST.get("action") == OptOutForm.WITHDRAW and not may_withdraw:
+            raise PermissionDenied("Only privacy officers may withdraw opt-outs.")
+        form = OptOutForm(request.POST, may_withdraw=may_withdraw)
         if not form.is_valid():
             return self.render_to_response(self.get_context_data(form=form), status=400)
         data = form.cleaned_data
         withdraw = data["action"] == OptOutForm.WITHDRAW
-        if withdraw and not self._may("overrides.change_optout"):
-            raise PermissionDenied("Only privacy officers may withdraw opt-outs.")
         service = optout_withdraw if withdraw else optout_register
         try:
             changed = service(

@@ -144,6 +144,7 @@ def test_csp__inline_script__is_blocked_and_reported(watched_page, live_server, 
         "s.textContent = 'window.__ran = true';"
         "document.body.appendChild(s);"
     )
-    page.wait_for_timeout(200)
+    # The violation event is dispatched asynchronously: wait for it, not a time
+    page.wait_for_function("window.__cspViolations.length > 0")
     assert page.evaluate("window.__ran === undefined")
     assert any("script-src" in found for found in _violations(page))

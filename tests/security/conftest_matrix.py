@@ -122,8 +122,9 @@ def outcome_of(response) -> str:
     """One word for what a response means to the caller.
 
     "login": a redirect to a login page; "redirect": any other 3xx; 401, 403, 404,
-    405 as such; anything else (2xx, 400, 409, 410, 503...) is "ok": the request
-    got past authentication and authorization.
+    405 as such; "500" for any 5xx (a crash or an outage: never what an allowed
+    principal should get, so it fails the matrix); anything else (2xx, 400, 409,
+    410...) is "ok": the request got past authentication and authorization.
     """
     status = response.status_code
     if status in (301, 302, 303, 307, 308):
@@ -133,6 +134,8 @@ def outcome_of(response) -> str:
         return "redirect"
     if status in (401, 403, 404, 405):
         return str(status)
+    if status >= 500:
+        return "500"
     return "ok"
 
 
