@@ -512,7 +512,8 @@ def _models_for(records: list) -> dict[tuple[str, str], ModelVersion]:
         for record in records
         if isinstance(record, dict) and isinstance(record.get("model"), str)
     }
-    names = {name for name, _version in keys}
+    # A name with a NUL is never registered (and PostgreSQL refuses it in a query).
+    names = {name for name, _version in keys if "\x00" not in name}
     return {
         (model_version.name, model_version.version): model_version
         for model_version in ModelVersion.objects.filter(name__in=names)

@@ -2,13 +2,23 @@
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from itertools import compress
 
 from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import CharField, F, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import (
+    CharField,
+    F,
+    Model,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+)
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -58,12 +68,18 @@ def current_version() -> int:
 
 
 def _scope_filter(surface: str | None, region: str | None) -> Q:
-    """Rules that can apply in a scope: theirs or "all". No parameter: every rule."""
+    """Rules that can apply in a scope: theirs or "all". No parameter: every rule.
+
+    Serving accepts any string; one with a NUL cannot be a configured code (and
+    PostgreSQL refuses it in a query), so only the rules for "all" apply to it.
+    """
     condition = Q()
-    if surface is not None:
-        condition &= Q(surface__isnull=True) | Q(surface_id=surface)
-    if region is not None:
-        condition &= Q(region__isnull=True) | Q(region_id=region)
+    for name, value in (("surface", surface), ("region", region)):
+        if value is not None:
+            for_all = Q(**{f"{name}__isnull": True})
+            if "\x00" not in value:
+                for_all |= Q(**{f"{name}_id": value})
+            condition &= for_all
     return condition
 
 
@@ -421,19 +437,9 @@ OPEN_STATUSES = (RuleStatus.ACTIVE, RuleStatus.SCHEDULED)
 # Audit trail -----------------------------------------------------------------------
 
 
-class _AuditedModels(dict):
-    """{kind: model} of everything the audit trail shows; models of other apps are
-    named by label and resolved on first use (their apps import this one)."""
-
-    def __getitem__(self, kind):
-        model = super().__getitem__(kind)
-        return apps.get_model(model) if isinstance(model, str) else model
-
-    def items(self):
-        return [(kind, self[kind]) for kind in self]
-
-
-AUDITED_MODELS = _AuditedModels(
+# {kind: model or "app.Model" label} of everything the audit trail shows; models of
+# other apps are named by label (their apps import this one): see audited_models().
+_AUDITED = dict(
     block=Block,
     boost=Boost,
     surface=Surface,
@@ -446,6 +452,19 @@ AUDITED_MODELS = _AuditedModels(
     catalog_item=CatalogItem,
     user=settings.AUTH_USER_MODEL,  # accounts and roles: opsconsole/user_history.py
 )
+# The kinds, known at import time (the API's and the page's filter choices).
+AUDITED_KINDS: tuple[str, ...] = tuple(_AUDITED)
+
+
+@cache
+def audited_models() -> dict[str, type[Model]]:
+    """{kind: model}, labels resolved on first use, once the app registry is ready."""
+    return {
+        kind: apps.get_model(model) if isinstance(model, str) else model
+        for kind, model in _AUDITED.items()
+    }
+
+
 _LABELS = {
     "block": F("item_id"),
     "boost": F("item_id"),
@@ -516,7 +535,7 @@ def audit_log(
 ) -> QuerySet:
     """All recorded changes, newest first, as one queryset of plain rows (a UNION)."""
     parts = []
-    for kind, model in AUDITED_MODELS.items():
+    for kind, model in audited_models().items():
         if kinds and kind not in kinds:
             continue
         if item_id and kind not in _ITEM_KINDS:
@@ -618,7 +637,7 @@ def audit_entries_for_page(rows) -> list[AuditEntry]:
     records = {}
     previous_of = {}
     for kind, ids in wanted.items():
-        history = AUDITED_MODELS[kind].history
+        history = audited_models()[kind].history
         page_records = list(
             history.filter(history_id__in=ids).select_related("history_user")
         )
@@ -651,8 +670,10 @@ def audit_entries_for_page(rows) -> list[AuditEntry]:
         if previous is not None:
             delta = record.diff_against(
                 previous,
-                included_fields={f.name for f in record.tracked_fields if f.editable}
-                | set(snapshot)
+                included_fields=(
+                    {f.name for f in record.tracked_fields if f.editable}
+                    | set(snapshot)
+                )
                 if snapshot
                 else None,
             )
@@ -672,7 +693,7 @@ def audit_entries_for_page(rows) -> list[AuditEntry]:
                     None,
                     _display(getattr(record, f.attname), f.name, usernames),
                 )
-                for f in AUDITED_MODELS[kind]._meta.concrete_fields
+                for f in audited_models()[kind]._meta.concrete_fields
                 if f.name not in _HIDDEN_FIELDS
                 # Fields kept out of the history (secrets, encrypted ids) are absent.
                 and getattr(record, f.attname, None) not in (None, "")

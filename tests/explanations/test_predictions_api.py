@@ -315,3 +315,14 @@ def test_explanation__stored__one_query_and_same_answer(
     assert again.status_code == 200
     assert again.json() == first.json()
     assert isinstance(again.json()["contributions"][0]["value"], float)
+
+
+def test_log_prediction__model_name_with_nul__400_nothing_written(
+    writer, model_version
+):
+    body = prediction_body(model_version, model="churn\x00")
+
+    response = _post(writer, body)
+
+    assert response.status_code == 400
+    assert Prediction.objects.count() == 0

@@ -262,6 +262,17 @@ def test_snapshot__long_scope_with_control_characters__served_and_cached_safely(
     assert [rule["item_id"] for rule in first.json()["blocked"]] == ["a"]
 
 
+def test_snapshot__scope_with_nul__only_rules_for_all(serving_client, agent):
+    # PostgreSQL refuses a NUL in a query; no configured code can hold one
+    make_block(agent, item_id="everywhere")
+    make_block(agent, item_id="home-only", surface="home")
+
+    response = serving_client.get(SNAPSHOT, {"surface": "ho\x00me", "region": "\x00"})
+
+    assert response.status_code == 200
+    assert [rule["item_id"] for rule in response.json()["blocked"]] == ["everywhere"]
+
+
 def test_snapshot__etag_then_304_until_a_change(
     serving_client, agent, django_capture_on_commit_callbacks
 ):
