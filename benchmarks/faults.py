@@ -864,6 +864,7 @@ def run(
     scale: float,
     only: str | None = None,
     downstream_delay: float = 0.0,
+    fault_when_open: int = 0,
     log=print,
 ) -> dict:
     from opsconsole_client import OverridesClient
@@ -970,6 +971,7 @@ def run(
         ]
         for at, name, inject in schedule:
             time.sleep(max(0.0, load_started + at - time.monotonic()))
+            open_before = wait_for_open_requests(fault_when_open, log)
             completed_before = completed_count()
             began = time.monotonic()
             inject()
@@ -979,6 +981,7 @@ def run(
                     "fault": name,
                     "took_s": round(time.monotonic() - began, 1),
                     "deletions_completed_before": completed_before,
+                    "deletions_open_before": open_before,
                 }
             )
             log(
@@ -1035,6 +1038,37 @@ def completed_count() -> int | None:
         return DeletionRequest.objects.filter(status=RequestStatus.COMPLETED).count()
     except Exception:  # the database is down or recovering: no figure
         return None
+
+
+def open_count() -> int | None:
+    """Deletion requests filed and not yet completed (deliveries still to make)."""
+    from django.db import close_old_connections
+
+    from privacy.models import DeletionRequest, RequestStatus
+
+    close_old_connections()
+    try:
+        return DeletionRequest.objects.exclude(status=RequestStatus.COMPLETED).count()
+    except Exception:  # the database is down or recovering: no figure
+        return None
+
+
+def wait_for_open_requests(at_least: int, log) -> int | None:
+    """With `at_least`, hold a fault until that many requests are still open, so it
+    surely strikes mid-deletion however fast the machine is (the scheduled time
+    alone does not promise it); a backlog that never builds stops the run."""
+    if not at_least:
+        return open_count()
+    deadline = time.monotonic() + 120
+    while (count := open_count() or 0) < at_least:
+        if time.monotonic() > deadline:
+            raise common.BenchmarkError(
+                f"never {at_least} deletion requests open at once (at most {count}): "
+                "slow the downstreams (--downstream-delay)"
+            )
+        time.sleep(0.1)
+    log(f"   {count} deletion requests open")
+    return count
 
 
 def summarise(results: dict) -> dict:
@@ -1182,6 +1216,13 @@ def main(argv: list[str] | None = None) -> int:
         help="Seconds each downstream takes per call (default 0).",
     )
     parser.add_argument(
+        "--fault-when-open",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Hold each fault until N deletion requests are open (default: no wait).",
+    )
+    parser.add_argument(
         "--output", type=Path, help="Write the JSON here instead of results/."
     )
     arguments = parser.parse_args(argv)
@@ -1192,6 +1233,7 @@ def main(argv: list[str] | None = None) -> int:
             scale=arguments.scale,
             only=arguments.only,
             downstream_delay=arguments.downstream_delay,
+            fault_when_open=arguments.fault_when_open,
         )
     except common.BenchmarkError as error:
         print(f"FAULT INJECTION COULD NOT RUN: {error}", file=sys.stderr)

@@ -11,11 +11,12 @@ CUSTOMER_ID_MAX_LENGTH = 256
 # Whitespace and invisible characters make ids that look equal but are not.
 _FORBIDDEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Zs", "Zl", "Zp"}
 
-# The same rule as one character class, for checks that search many ids at once
-# (serving): every code point that is whitespace or in a forbidden category, as
-# ranges from Unicode 14.0 (Python 3.11). tests/security/test_properties.py checks
-# it against unicodedata, code point by code point, so a Unicode upgrade shows up.
-_FORBIDDEN_RANGES = (
+# The same rule as (low, high) code point ranges, inclusive: every code point that is
+# whitespace or in a forbidden category, from Unicode 14.0 (Python 3.11). The regex
+# below (serving searches many ids at once) and the API schema's pattern are built
+# from it. tests/security/test_properties.py checks the regex against unicodedata,
+# code point by code point, so a Unicode upgrade shows up.
+FORBIDDEN_RANGES: tuple[tuple[int, int], ...] = (
     (0x0000, 0x0020), (0x007F, 0x00A0), (0x00AD, 0x00AD), (0x0600, 0x0605),
     (0x061C, 0x061C), (0x06DD, 0x06DD), (0x070F, 0x070F), (0x0890, 0x0891),
     (0x08E2, 0x08E2), (0x1680, 0x1680), (0x180E, 0x180E), (0x2000, 0x200F),
@@ -29,7 +30,7 @@ FORBIDDEN_CHARACTER = re.compile(
     "["
     + "".join(
         f"{re.escape(chr(low))}-{re.escape(chr(high))}"
-        for low, high in _FORBIDDEN_RANGES
+        for low, high in FORBIDDEN_RANGES
     )
     + "]"
 )

@@ -40,8 +40,10 @@ def _row_from_record(line: int, record: dict, defaults: dict) -> BulkBlockRow:
         value = record.get(name)
         if value is None or value == "":
             value = defaults.get(name, "")
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            # A JSON list or object would become its Python repr, e.g. "['sku-1']".
+        if not isinstance(value, str):
+            # A JSON list or object would become its Python repr, e.g. "['sku-1']",
+            # and a number is a client bug (as the API's StrictCharField says):
+            # 1e3 or 007 would not be the id that was meant.
             if value is not None:
                 not_text.append(name)
             return ""

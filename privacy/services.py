@@ -569,13 +569,15 @@ def downstream_update(
     _name_taken(data["name"], exclude_pk=downstream.pk)
     data["is_active"] = bool(is_active)
     # The secret is kept out of the history, so the reason says it was replaced.
-    changed = [f for f, value in data.items() if getattr(downstream, f) != value]
+    changed = [
+        "secret replaced" if field == "secret" else field
+        for field, value in data.items()
+        if getattr(downstream, field) != value
+    ]
     for field, value in data.items():
         setattr(downstream, field, value)
     downstream._history_user = actor
-    downstream._change_reason = (
-        f"Downstream changed: {', '.join(changed) or 'nothing'}"
-    ).replace("secret", "secret replaced")
+    downstream._change_reason = f"Downstream changed: {', '.join(changed) or 'nothing'}"
     downstream.save()
     return downstream
 

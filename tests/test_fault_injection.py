@@ -27,6 +27,8 @@ from tests.conftest import ROOT, wait_until
 pytestmark = pytest.mark.services
 
 SURFACE, REGION = "home", "SG"
+ANSWERS_WHILE_DOWN = 30
+OPEN_AT_RESTART = 5
 
 
 def _console_env(monkeypatch) -> None:
@@ -87,18 +89,19 @@ def test_console_stopped__client_answers_from_last_rules__catches_up_after(
         bench.stop_server(console)
         console = None
         new_version = _block("sku-blocked-while-down", agent)
-        answers = 0
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline:
-            # Then every call is answered from the last rules: the block applies,
-            # and customers it cannot ask about are not personalised
-            result = client.rank(candidates, customer_id=f"c-down-{answers}")
+        # Then every call is answered from the last rules: the block applies,
+        # and customers it cannot ask about are not personalised (a count, not a
+        # time: a busy machine answers as many, only more slowly)
+        started = time.monotonic()
+        for answer in range(ANSWERS_WHILE_DOWN):
+            result = client.rank(candidates, customer_id=f"c-down-{answer}")
             assert [item for item, _score in result.items] == ["sku-ok"]
             assert result.personalized is False
             assert client.is_blocked("sku-blocked-before")
-            answers += 1
             time.sleep(0.02)
-        assert answers > 20
+        # And promptly: a generous bound (they take about a second here), which
+        # answers that each waited out the client's 1 s timeout would miss
+        assert time.monotonic() - started < 15
         assert client.version < new_version
         assert not client.is_blocked("sku-blocked-while-down")
 
@@ -128,8 +131,12 @@ def test_fault_script__postgres_restarted_during_deletions__nothing_lost(tmp_pat
             "0.3",
             "--only",
             "postgres",
+            # Downstreams slower than the intake (2 workers x 2 deliveries/s, 3 per
+            # request) build a backlog, and the restart waits for 5 open requests
             "--downstream-delay",
-            "0.05",
+            "0.5",
+            "--fault-when-open",
+            str(OPEN_AT_RESTART),
             "--output",
             str(output),
         ],
@@ -146,7 +153,7 @@ def test_fault_script__postgres_restarted_during_deletions__nothing_lost(tmp_pat
     results = json.loads(output.read_text())
     (fault,) = results["faults"]
     assert fault["fault"].startswith("restart PostgreSQL")
-    assert fault["deletions_completed_before"] < 40
+    assert fault["deletions_open_before"] >= OPEN_AT_RESTART
     summary = results["summary"]
     assert summary["lost"] == 0
     assert summary["requests"]["deletion requests"] == 40

@@ -230,7 +230,7 @@ def test_rows_from_records__list_of_objects__rows_numbered_from_one():
     expires = datetime(2027, 1, 1, tzinfo=UTC)
     records = [
         {"item_id": "sku-1", "surface": "email", "reason": "Recall"},
-        {"item_id": 42, "reason": " Padded ", "expires_at": expires},
+        {"item_id": "sku-2", "reason": " Padded ", "expires_at": expires},
         {"item_id": "sku-3", "reason": "Recall", "starts_at": "2026-12-01T08:00Z"},
     ]
 
@@ -240,11 +240,30 @@ def test_rows_from_records__list_of_objects__rows_numbered_from_one():
         (row.line, row.item_id, row.surface, row.reason, row.expires_at) for row in rows
     ] == [
         (1, "sku-1", "email", "Recall", None),
-        (2, "42", None, "Padded", expires),
+        (2, "sku-2", None, "Padded", expires),
         (3, "sku-3", None, "Recall", None),
     ]
     assert rows[2].starts_at == datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
     assert [row.errors for row in rows] == [[], [], []]
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        pytest.param({"item_id": 42, "reason": "R"}, "Give item_id as text.", id="int"),
+        pytest.param(
+            {"item_id": "sku-1", "reason": 1.5}, "Give reason as text.", id="float"
+        ),
+        pytest.param(
+            {"item_id": 7, "reason": 0}, "Give item_id, reason as text.", id="both"
+        ),
+    ],
+)
+def test_rows_from_records__json_number__row_error_give_as_text(record, message):
+    # As the API (StrictCharField): a number is a client bug, not an id or a reason.
+    [row] = bulk.rows_from_records([record])
+
+    assert row.errors == [message]
 
 
 @pytest.mark.parametrize(

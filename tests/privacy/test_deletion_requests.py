@@ -245,6 +245,25 @@ def test_inactive_downstream__not_told_about_new_requests(db, downstream_server)
     assert not request.deliveries.exists()
 
 
+def test_downstream_update__secret_and_flag_changed__reason_names_them(db):
+    downstream = services.downstream_create(
+        name="crm", url="https://crm.example.com/hook", secret=SECRET
+    )
+
+    services.downstream_update(
+        downstream_id=downstream.pk,
+        name="crm",
+        url="https://crm.example.com/hook",
+        secret="another-secret-of-enough-length-1234",
+        is_active=False,
+    )
+
+    record = downstream.history.latest()
+    assert record.history_change_reason == (
+        "Downstream changed: secret replaced, is_active"
+    )
+
+
 def test_sweeper__re_enqueues_lost_steps_once_per_grace_period(
     db, downstream_server, settings
 ):

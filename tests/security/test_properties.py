@@ -885,9 +885,11 @@ def test_rank_in_place__unique_candidates__same_answer_as_the_reference(
         st.lists(st.text(max_size=3), max_size=2),
         st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
         st.booleans(),
+        st.integers(),
+        st.floats(),
     ),
 )
-def test_rows_from_records__json_list_or_object_value__the_row_names_the_field(
+def test_rows_from_records__json_list_object_or_number__the_row_names_the_field(
     name, value
 ):
     # Not str(value): ["sku-1"] must not block an item called "['sku-1']".
