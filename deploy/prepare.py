@@ -8,6 +8,7 @@ Runs before Django is set up (the settings need the secrets it prints), so it im
 nothing from the project.
 """
 
+import os
 import secrets
 import shlex
 import sys
@@ -45,9 +46,9 @@ def production_secrets(var_dir: Path, environ: dict[str, str]) -> dict[str, str]
             generated.append(name)
     if generated:
         var_dir.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600, exist_ok=True)
-        path.chmod(0o600)
-        path.write_text("".join(f"{name}={value}\n" for name, value in stored.items()))
+        _replace_private_file(
+            path, "".join(f"{name}={value}\n" for name, value in stored.items())
+        )
         print(
             f"== generated {', '.join(generated)} into {path} (mode 600): keep this "
             "file (or set the variables in the environment); the customer-id keys "
@@ -55,6 +56,29 @@ def production_secrets(var_dir: Path, environ: dict[str, str]) -> dict[str, str]
             file=sys.stderr,
         )
     return {name: environ.get(name) or stored[name] for name in SECRETS}
+
+
+def _replace_private_file(path: Path, text: str) -> None:
+    """Write `text` to `path` (mode 600) without ever truncating the old file: a
+    temporary file in the same directory, fsynced, then renamed over it. A crash
+    leaves either the old file or the new one, never a half-written secrets file
+    (the only copy of the customer-id keys)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power cut
+    finally:
+        os.close(directory)
 
 
 def self_signed_certificate(var_dir: Path) -> tuple[Path, Path]:
@@ -95,6 +119,7 @@ def self_signed_certificate(var_dir: Path) -> tuple[Path, Path]:
         .sign(key, hashes.SHA256())
     )
     key_path.touch(mode=0o600, exist_ok=True)
+    key_path.chmod(0o600)  # touch's mode applies only to a new file
     key_path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,

@@ -13,6 +13,9 @@ from django.contrib.auth.mixins import PermissionRequiredMixin
 from django.contrib.auth.models import Group, Permission
 from django.core.cache import cache
 from django.utils import timezone
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.throttling import BaseThrottle
@@ -217,6 +220,14 @@ class ApiKeyAuthentication(BaseAuthentication):
 
 
 _throttle_warned_at = 0.0
+# What an unreachable or restarting cache raises; anything else is a bug and is
+# not hidden by the rate limiter.
+CACHE_UNAVAILABLE_ERRORS = (
+    ConnectionInterrupted,
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+)
 
 
 def _warn_throttle_unavailable() -> None:
@@ -258,7 +269,7 @@ class ApiKeyRateThrottle(BaseThrottle):
                     count = 1
                 else:
                     count = cache.incr(counter)
-        except Exception:
+        except CACHE_UNAVAILABLE_ERRORS:
             # The cache (Redis) is down or restarting: serving must keep answering,
             # so the limit is not enforced until it is back.
             _warn_throttle_unavailable()

@@ -6,6 +6,7 @@ into `{"error": {"code", "message", "fields"}}` with a fitting 4xx status.
 """
 
 import logging
+import time
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
@@ -19,6 +20,16 @@ from rest_framework.views import exception_handler as drf_exception_handler
 logger = logging.getLogger(__name__)
 # How long a client should wait before trying again while the database is away.
 DATABASE_RETRY_AFTER_SECONDS = 5
+_database_warned_at = 0.0
+
+
+def _warn_database_unavailable(exc: Exception) -> None:
+    """Log once a minute per process, not once per request, during an outage."""
+    global _database_warned_at
+    now = time.monotonic()
+    if now - _database_warned_at > 60:
+        _database_warned_at = now
+        logger.warning("Database unavailable: %s", exc)
 
 
 class ConsoleError(Exception):
@@ -108,14 +119,16 @@ def api_exception_handler(exc, context):
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     if isinstance(exc, (OperationalError, InterfaceError)):
-        # The database is down or restarting (nothing was committed): a 503 the
-        # client can retry, not a 500 that reads as a bug.
-        logger.warning("Database unavailable: %s", exc)
+        # The database is down or restarting, or a statement timed out or lost a
+        # deadlock: a 503 the client can retry, not a 500 that reads as a bug. Not
+        # "nothing was changed": a view with two atomic blocks may have committed
+        # the first, so the client is told to check and retry.
+        _warn_database_unavailable(exc)
         response = Response(
             error_body(
                 "unavailable",
-                "The console's database is unavailable; nothing was changed. "
-                "Try again shortly.",
+                "The console's database is unavailable; the request may not have "
+                "been applied. Try again shortly.",
             ),
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
         )

@@ -87,9 +87,27 @@ class ServingCollector:
     """Read at scrape time: the override version and each serving instance's lag."""
 
     def collect(self):
-        from overrides import selectors
+        from django.db import Error as DatabaseError  # Operational, Interface, ...
 
         # From the database, not the serving memo: a scrape can afford one query.
+        # When the database is down, these gauges are left out and the scrape still
+        # answers with every process counter, plus opsconsole_database_up 0.
+        try:
+            families = list(self._from_database())
+        except DatabaseError:
+            families, up = [], 0
+        else:
+            up = 1
+        yield from families
+        yield GaugeMetricFamily(
+            "opsconsole_database_up",
+            "1 when the scrape could read the database, 0 when it could not.",
+            value=up,
+        )
+
+    def _from_database(self):
+        from overrides import selectors
+
         version = selectors.current_version()
         yield GaugeMetricFamily(
             "opsconsole_override_version",

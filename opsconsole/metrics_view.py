@@ -32,8 +32,9 @@ class MetricsView(APIView):
 
     authentication_classes = [ApiKeyAuthentication]
     content_negotiation_class = _FirstRenderer
+    # Keys only: no session or user is ever authenticated here, so RolePermission
+    # decides by the scope alone (no required_permissions to declare).
     api_key_scope = METRICS_SCOPE
-    required_permissions = {"GET": "opsconsole.view_apikey"}
 
     def get(self, request):
         return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)

@@ -11,9 +11,10 @@ import uuid
 from datetime import UTC
 
 from csp.constants import HEADER as CSP_HEADER
-from csp.middleware import CSPMiddleware
+from csp.middleware import CheckableLazyObject, CSPMiddleware
 from csp.utils import build_policy
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.signals import user_logged_in
 from django.core.signals import setting_changed
 from django.dispatch import receiver
@@ -63,7 +64,10 @@ class RequestContextMiddleware:
             route = (match.view_name or "unnamed") if match else "unmatched"
             status = response.status_code
             metrics.observe_request(route, request.method, status, seconds)
-            if access_log.isEnabledFor(logging.INFO):
+            if access_log.isEnabledFor(logging.INFO) and (
+                settings.ACCESS_LOG_SERVING
+                or not _is_quiet_serving_read(request.path, status)
+            ):
                 access_log.info(
                     "%s %s %s",
                     request.method,
@@ -82,20 +86,54 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
+SERVING_PATH_PREFIX = "/api/v1/serving/"
+
+
+def _is_quiet_serving_read(path: str, status: int) -> bool:
+    """A successful serving read (2xx or 304), which gets no access line unless
+    ACCESS_LOG_SERVING=1: it is the hot path (thousands a second), and the
+    Prometheus metrics count it by route and status. Failures are still logged."""
+    ok = 200 <= status < 300 or status == 304
+    return ok and path.startswith(SERVING_PATH_PREFIX)
+
+
+def _is_json(response) -> bool:
+    media_type = response.get("Content-Type", "").partition(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
 class ContentSecurityPolicyMiddleware(CSPMiddleware):
-    """django-csp's middleware with the policy string built once, not per response.
+    """django-csp's middleware with the policy string built once, not per response,
+    and no policy on JSON answers.
 
     django-csp rebuilds the header from settings on every response (twice: policy
     and report-only), which costs more than the rest of the request context. When a
-    response has no per-view policy (`@csp_update` and friends) and no nonce was
-    asked for, the same header from CONTENT_SECURITY_POLICY applies: cache it.
+    response has no per-view policy (`@csp_update` and friends, report-only ones
+    included), no nonce was asked for and there is no report-only policy, the same
+    header from CONTENT_SECURITY_POLICY applies: cache it. Anything else goes to
+    django-csp itself, so behaviour is the same.
+
+    A JSON response (the API, serving included) gets no policy: a browser never
+    renders one as a document, so the header does nothing there and costs ~400
+    bytes per serving answer. HTML pages and HTML error pages keep it, and so does
+    every other type (an SVG or XML document can run scripts).
     """
 
-    _overrides = ("_csp_config", "_csp_update", "_csp_replace", "_csp_exempt")
+    _overrides = (
+        "_csp_config",
+        "_csp_update",
+        "_csp_replace",
+        "_csp_exempt",
+        "_csp_config_ro",
+        "_csp_update_ro",
+        "_csp_replace_ro",
+        "_csp_exempt_ro",
+    )
     _policy: str | None = None
 
     def process_response(self, request, response):
-        if (
+        is_json = _is_json(response)
+        if not is_json and (
             getattr(request, "_csp_nonce", None) is not None
             or getattr(settings, "CONTENT_SECURITY_POLICY_REPORT_ONLY", None)
             or any(hasattr(response, name) for name in self._overrides)
@@ -105,10 +143,14 @@ class ContentSecurityPolicyMiddleware(CSPMiddleware):
         policy = ContentSecurityPolicyMiddleware._policy
         if policy is None:
             policy = ContentSecurityPolicyMiddleware._policy = build_policy()
-        if policy and CSP_HEADER not in response:
+        if policy and not is_json and CSP_HEADER not in response:
             prefixes = settings.CONTENT_SECURITY_POLICY.get("EXCLUDE_URL_PREFIXES")
             if not prefixes or not request.path_info.startswith(tuple(prefixes)):
                 response[CSP_HEADER] = policy
+        if getattr(request, "_csp_nonce", None) is None:
+            # As django-csp does: a nonce asked for after the header was written
+            # would not be in it, so asking is an error, not a silently unsafe page.
+            request.csp_nonce = CheckableLazyObject(self._csp_nonce_post_response)
         return response
 
 
@@ -140,8 +182,9 @@ class SessionTimeoutMiddleware:
     case SESSION_COOKIE_AGE seconds after signing in (the absolute limit).
 
     Only requests that carry a session cookie are looked at, so API-key traffic
-    (serving) never loads a session. Must come after SessionMiddleware and before
-    anything reads request.user.
+    (serving) never loads a session. Must come after SessionMiddleware and
+    MessageMiddleware (it leaves a message saying why the person must sign in
+    again, shown on the login page) and before anything reads request.user.
     """
 
     def __init__(self, get_response):
@@ -163,12 +206,25 @@ class SessionTimeoutMiddleware:
             session[SESSION_STARTED_KEY] = session[SESSION_SEEN_KEY] = now
             return
         idle = now - (seen or started)
-        if (
-            now - started > settings.SESSION_COOKIE_AGE
-            or idle > settings.SESSION_IDLE_SECONDS
-        ):
+        if now - started > settings.SESSION_COOKIE_AGE:
             session.flush()
-            request.session_expired = True
+            hours = max(1, round(settings.SESSION_COOKIE_AGE / 3600))
+            messages.info(
+                request,
+                f"Your session ended {hours} hour{'s' if hours != 1 else ''} after "
+                "you signed in; sign in again.",
+                fail_silently=True,
+            )
+            return
+        if idle > settings.SESSION_IDLE_SECONDS:
+            session.flush()
+            minutes = max(1, round(settings.SESSION_IDLE_SECONDS / 60))
+            messages.info(
+                request,
+                f"Your session expired after {minutes} minute"
+                f"{'s' if minutes != 1 else ''} of inactivity; sign in again.",
+                fail_silently=True,
+            )
             return
         if idle > SESSION_ACTIVITY_RESOLUTION_SECONDS:
             session[SESSION_SEEN_KEY] = now

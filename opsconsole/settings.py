@@ -109,11 +109,12 @@ MIDDLEWARE = [
     "opsconsole.middleware.RequestContextMiddleware",
     "opsconsole.middleware.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # Before the session timeout, which leaves a "session expired" message.
+    "django.contrib.messages.middleware.MessageMiddleware",
     "opsconsole.middleware.SessionTimeoutMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
     "opsconsole.middleware.ApiTimezoneMiddleware",
@@ -223,8 +224,11 @@ PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
 ]
 # Login throttling (django-axes): LOGIN_FAILURE_LIMIT failed sign-ins for one user
-# name from one address lock that pair out for LOGIN_LOCKOUT_MINUTES; the lockout
-# page answers 429. Every failure and sign-in is recorded (admin: Axes).
+# name from one address lock that pair out for LOGIN_LOCKOUT_MINUTES, and
+# LOGIN_ADDRESS_FAILURE_LIMIT from one address (any user names) lock the address
+# out; the lockout page answers 429. Every failure and sign-in is recorded (admin:
+# Axes). Behind TRUSTED_PROXY_COUNT reverse proxies the address comes from
+# X-Forwarded-For (opsconsole.login_throttle), else it is REMOTE_ADDR.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
@@ -232,6 +236,10 @@ AUTHENTICATION_BACKENDS = [
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_HANDLER = "opsconsole.login_throttle.AddressLimitedHandler"
+AXES_CLIENT_IP_CALLABLE = "opsconsole.login_throttle.client_ip_address"
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+LOGIN_ADDRESS_FAILURE_LIMIT = env_int("LOGIN_ADDRESS_FAILURE_LIMIT", 50)
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
@@ -434,7 +442,8 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         # One line per request from RequestContextMiddleware (about 20 µs each);
-        # ACCESS_LOG=0 or LOG_LEVEL=WARNING: none.
+        # ACCESS_LOG=0 or LOG_LEVEL=WARNING: none. Successful serving reads only
+        # with ACCESS_LOG_SERVING=1 (ACCESS_LOG_SERVING below).
         "opsconsole.access": {
             "level": LOG_LEVEL if env_bool("ACCESS_LOG", not DEBUG) else "WARNING"
         },
@@ -442,5 +451,8 @@ LOGGING = {
         "django.server": {"level": "WARNING" if not DEBUG else "INFO"},
     },
 }
+# Successful (2xx/304) requests under /api/v1/serving/ get no access line unless
+# this is on: they are the hot path and /metrics counts them; failures are logged.
+ACCESS_LOG_SERVING = env_bool("ACCESS_LOG_SERVING", False)
 # The worker logs through LOGGING too (JSON lines, with the enqueuing request's id).
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -328,7 +328,6 @@ class RankView(ServingView):
         region = _scope_value(data, "region")
         candidates = data.get("candidates")
         ids, scores, distinct_ids = candidate_columns(candidates)
-        record_rank(len(ids))
         personalized = True
         customer_id = data.get("customer_id")
         if customer_id is not None:
@@ -342,6 +341,7 @@ class RankView(ServingView):
             personalized = not selectors.is_opted_out(
                 customer_hash, OptOutKind.PERSONALIZATION
             )
+        record_rank(len(ids))  # valid calls only
         if set(map(len, candidates)) != {2}:  # extra keys: not for the answer
             candidates = [
                 {"item_id": item_id, "score": score}
