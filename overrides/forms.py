@@ -212,7 +212,7 @@ class AuditFilterForm(forms.Form):
         choices=[("", "Everything")]
         + [
             (kind, kind.replace("_", " ").capitalize())
-            for kind in selectors.AUDITED_MODELS
+            for kind in selectors.AUDITED_KINDS
         ],
     )
     actor = forms.CharField(

@@ -101,7 +101,7 @@ class BoostFilterSet(RuleFilterSet):
 
 class AuditFilterSet(StrictFilterSet):
     kind = django_filters.MultipleChoiceFilter(
-        choices=[(kind, kind) for kind in selectors.AUDITED_MODELS],
+        choices=[(kind, kind) for kind in selectors.AUDITED_KINDS],
         help_text="What changed; repeat the parameter for several kinds.",
     )
     actor = django_filters.CharFilter(help_text="Username of who made the change.")

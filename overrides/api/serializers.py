@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 from opsconsole.identifiers import (
     CUSTOMER_ID_MAX_LENGTH,
-    FORBIDDEN_CHARACTER,
+    FORBIDDEN_RANGES,
     ITEM_ID_MAX_LENGTH,
 )
 from overrides import selectors
@@ -21,25 +21,17 @@ from .filters import BLOCK_STATUSES, BOOST_STATUSES
 # Input fields ----------------------------------------------------------------------
 
 
-
-def _escaped_class(character_class: str) -> str:
-    """A `[a-b...]` class of raw characters as \\uXXXX escapes, which ECMA-262 (the
-    schema's dialect), Python and Rust regexes read alike.
+def _escaped_class(ranges: tuple[tuple[int, int], ...]) -> str:
+    """Code point ranges as a `a-b...` class body of \\uXXXX escapes, which ECMA-262
+    (the schema's dialect), Python and Rust regexes read alike.
 
     Only the Basic Multilingual Plane: without the `u` flag ECMA-262 has no way to
     name a character beyond it (the few forbidden ones there are still refused by
     the server; the description says so). Surrogates are left out: valid UTF-8
     JSON cannot carry one.
     """
-    characters, position = [], 1
-    while position < len(character_class) - 1:
-        if character_class[position] == "\\":
-            position += 1
-        characters.append(ord(character_class[position]))
-        position += 1
     parts = []
-    for low, dash, high in zip(*[iter(characters)] * 3, strict=True):
-        assert dash == ord("-")
+    for low, high in ranges:
         for start, end in ((low, min(high, 0xD7FF)), (max(low, 0xE000), high)):
             end = min(end, 0xFFFF)
             if start <= end:
@@ -53,7 +45,7 @@ def _escape(code_point: int) -> str:
 
 # The contract's identifier rule as a JSON Schema pattern (the same character class
 # the services and the serving checks refuse), so a schema-valid id is an accepted id.
-IDENTIFIER_PATTERN = "^[^" + _escaped_class(FORBIDDEN_CHARACTER.pattern) + "]+$"
+IDENTIFIER_PATTERN = "^[^" + _escaped_class(FORBIDDEN_RANGES) + "]+$"
 # The whole rule, every plane included, by name (clients can register the format).
 IDENTIFIER_FORMAT = "opsconsole-identifier"
 # A reason or a source: some visible text, and no NUL (DRF refuses it in any text).
@@ -135,9 +127,7 @@ def _scope_field(noun: str, example: str) -> StrictCharField:
     )
 
 
-@extend_schema_field(
-    {"type": "string", "minLength": 1, "pattern": TEXT_PATTERN}
-)
+@extend_schema_field({"type": "string", "minLength": 1, "pattern": TEXT_PATTERN})
 class ReasonField(StrictCharField):
     """Blank passes through so the service says why a reason is needed; the schema
     says what the service accepts: some visible text."""
@@ -368,7 +358,7 @@ class _IntegerOrNullField(serializers.IntegerField):
 class AuditEntrySerializer(serializers.Serializer):
     """Renders selectors.AuditEntry."""
 
-    kind = serializers.ChoiceField(choices=list(selectors.AUDITED_MODELS))
+    kind = serializers.ChoiceField(choices=list(selectors.AUDITED_KINDS))
     object_id = _IntegerOrNullField(
         allow_null=True,
         help_text="Null for records keyed by a UUID (deletion requests): see "
