@@ -3,6 +3,8 @@ register_model command, which validates the artifact first."""
 
 from django.contrib import admin, messages
 
+from opsconsole.admin_mixins import ReadOnlyAdminMixin
+
 from . import services
 from .models import ModelVersion, PredictionView
 
@@ -44,16 +46,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 
 @admin.register(PredictionView)
-class PredictionViewAdmin(admin.ModelAdmin):
+class PredictionViewAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("prediction", "user", "viewed_at")
     list_select_related = ("prediction", "user")
     search_fields = ("prediction__prediction_id", "user__username")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

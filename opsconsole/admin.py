@@ -21,6 +21,7 @@ from django.contrib.auth.forms import (
 )
 from django.contrib.auth.models import Group
 
+from opsconsole.admin_mixins import AuditedDeletesMixin, ReadOnlyAdminMixin
 from opsconsole.user_history import record_user_change
 from overrides.models import REASON_MAX_LENGTH
 
@@ -63,7 +64,7 @@ admin.site.unregister(Group)
 
 
 @admin.register(User)
-class AuditedUserAdmin(UserAdmin):
+class AuditedUserAdmin(AuditedDeletesMixin, UserAdmin):
     form = ReasonedUserChangeForm
     add_form = ReasonedUserCreationForm
     change_password_form = ReasonedPasswordChangeForm
@@ -110,26 +111,7 @@ class AuditedUserAdmin(UserAdmin):
         if set(form.changed_data) - {"change_reason"}:
             record_user_change(user)
 
-    def delete_model(self, request, obj):
-        obj._history_user = request.user
-        obj._change_reason = "Deleted in the admin"
-        super().delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset):
-        # One by one, so each deletion is recorded with its actor and reason.
-        for user in queryset:
-            self.delete_model(request, user)
-
 
 @admin.register(Group)
-class ReadOnlyGroupAdmin(GroupAdmin):
+class ReadOnlyGroupAdmin(ReadOnlyAdminMixin, GroupAdmin):
     """Role definitions are code; the admin shows them and who holds them."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -5,10 +5,12 @@ because every rule change must go through the services (audit, version, change f
 from django.contrib import admin
 from simple_history.admin import SimpleHistoryAdmin
 
+from opsconsole.admin_mixins import AuditedDeletesMixin, ReadOnlyAdminMixin
+
 from .models import Block, Boost, CatalogItem, OverrideChange, Region, Surface
 
 
-class ReasonedHistoryAdmin(SimpleHistoryAdmin):
+class ReasonedHistoryAdmin(AuditedDeletesMixin, SimpleHistoryAdmin):
     """Admin edits say what changed, so the audit trail has a reason for each."""
 
     def save_model(self, request, obj, form, change):
@@ -18,16 +20,6 @@ class ReasonedHistoryAdmin(SimpleHistoryAdmin):
             f"Changed in the admin: {fields}" if change else "Added in the admin"
         )
         super().save_model(request, obj, form, change)
-
-    def delete_model(self, request, obj):
-        obj._history_user = request.user
-        obj._change_reason = "Deleted in the admin"
-        super().delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset):
-        # One by one, so each deletion is recorded with its actor and reason.
-        for obj in queryset:
-            self.delete_model(request, obj)
 
 
 @admin.register(Surface)
@@ -51,26 +43,33 @@ class CatalogItemAdmin(ReasonedHistoryAdmin):
     search_fields = ("item_id", "title")
 
     def save_model(self, request, obj, form, change):
-        if change and not obj.history.exists():
+        if change:
             _record_imported_state(obj.pk)
         super().save_model(request, obj, form, change)
 
 
 def _record_imported_state(pk: int) -> None:
-    """Imports add no history (bulk upserts, see the model): before an item's first
-    edit, record the row as the import left it, dated when it was imported, so the
-    edit shows its before."""
+    """Imports add no history (bulk upserts, see the model): before an admin edit,
+    when the row differs from its latest history record (never edited, or imported
+    again since), record the row as the import left it, dated when it was imported,
+    so the edit's diff is against the import and not the earlier admin state."""
     item = CatalogItem.objects.get(pk=pk)
     history_model = CatalogItem.history.model
+    fields = [f.attname for f in history_model.tracked_fields]
+    latest = item.history.order_by("-history_date", "-history_id").first()
+    if latest is not None and all(
+        getattr(latest, name) == getattr(item, name) for name in fields
+    ):
+        return
     history_model.objects.create(
-        history_type="+",
+        history_type="+" if latest is None else "~",
         history_date=item.imported_at,
-        history_change_reason="As imported (recorded at its first edit in the admin)",
-        **{f.attname: getattr(item, f.attname) for f in history_model.tracked_fields},
+        history_change_reason="As imported (recorded at its next edit in the admin)",
+        **{name: getattr(item, name) for name in fields},
     )
 
 
-class ReadOnlyRuleAdmin(SimpleHistoryAdmin):
+class ReadOnlyRuleAdmin(ReadOnlyAdminMixin, SimpleHistoryAdmin):
     """Rules are changed in the console pages only, so the audit trail stays whole."""
 
     list_display = (
@@ -85,30 +84,12 @@ class ReadOnlyRuleAdmin(SimpleHistoryAdmin):
     list_filter = ("surface", "region")
     search_fields = ("item_id", "reason")
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 admin.site.register(Block, ReadOnlyRuleAdmin)
 admin.site.register(Boost, ReadOnlyRuleAdmin)
 
 
 @admin.register(OverrideChange)
-class OverrideChangeAdmin(admin.ModelAdmin):
+class OverrideChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("version", "action", "created_at")
     list_filter = ("action",)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -94,8 +94,9 @@ class CatalogItem(models.Model):
     imported_at = models.DateTimeField(auto_now=True)
     # Hand edits in the admin are audited (a wrong title misleads whoever blocks by
     # it); imports write with bulk_create, which adds no history: the feed's file is
-    # their record, and one entry per imported row would drown the trail. The admin
-    # records an imported row as it was before its first edit (overrides/admin.py).
+    # their record, and one entry per imported row would drown the trail. Before an
+    # edit, the admin records an imported row as the import left it, when that
+    # differs from its latest history record (overrides/admin.py).
     history = HistoricalRecords(
         excluded_fields=["imported_at"],
         history_change_reason_field=models.TextField(null=True),

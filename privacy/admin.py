@@ -3,18 +3,13 @@
 
 from django.contrib import admin
 
+from opsconsole.admin_mixins import ReadOnlyAdminMixin
+
 from .models import DeletionRequest, Downstream, EvidenceEvent
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+class ReadOnlyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Requests, their evidence and downstreams: shown here, changed in the console."""
 
 
 @admin.register(Downstream)

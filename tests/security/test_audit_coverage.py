@@ -953,6 +953,46 @@ def test_catalog_edits_in_the_admin__audited_with_before_and_shown_with_the_item
     ]
 
 
+def test_catalog_admin_edit__after_a_reimport__import_recorded_and_edit_diffs_it(env):
+    from overrides import services
+    from overrides.models import CatalogItem
+
+    # Given an item edited in the admin, then imported again with another title
+    services.import_catalog(rows=[{"item_id": "sku-c2", "title": "Kettle"}])
+    item = CatalogItem.objects.get(item_id="sku-c2")
+    path = f"/admin/overrides/catalogitem/{item.pk}/change/"
+    _admin_post(env, path, {"item_id": "sku-c2", "title": "Kettle 1L"}, 302)
+    services.import_catalog(
+        rows=[{"item_id": "sku-c2", "title": "Kettle 1.7L", "category": "Kitchen"}]
+    )
+    item.refresh_from_db()
+    before = _audit_keys()
+
+    # When the admin edits it again (the category only)
+    _admin_post(
+        env,
+        path,
+        {"item_id": "sku-c2", "title": "Kettle 1.7L", "category": "Appliances"},
+        302,
+    )
+
+    # Then the import's changes are their own entry, and the edit shows only its own
+    new_rows = [
+        row
+        for row in selectors.audit_log()
+        if (row["audit_kind"], row["history_id"]) not in before
+    ]
+    edit, imported = selectors.audit_entries_for_page(new_rows)
+    assert (edit.actor, edit.reason) == ("admin", "Changed in the admin: category")
+    assert _changes(edit) == {"category": ("Kitchen", "Appliances")}
+    assert (imported.actor, imported.when) == ("system", item.imported_at)
+    assert imported.reason.startswith("As imported")
+    assert _changes(imported) == {
+        "title": ("Kettle 1L", "Kettle 1.7L"),
+        "category": (None, "Kitchen"),  # an empty value shows as none
+    }
+
+
 def test_audit_api__pages_of_user_and_catalog_entries__constant_query_count(env):
     from django.contrib.auth.models import Group
     from django.db import connection
