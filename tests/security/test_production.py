@@ -485,8 +485,15 @@ def test_metrics__key_with_scope__requests_rank_version_and_lag(
         )
         < 60
     )
-    assert "opsconsole_celery_task_failures_total" in body or (
-        "opsconsole_celery_task_failures" in body
+    # A failed task shows up as a sample with its task name (not just the HELP line)
+    failures_before = metrics.TASK_FAILURES.labels("tests.scraped_task")._value.get()
+    metrics._task_failed(sender=type("Task", (), {"name": "tests.scraped_task"}))
+    body = scraper.get("/metrics").content.decode()
+    assert (
+        _metric(
+            body, "opsconsole_celery_task_failures_total", task="tests.scraped_task"
+        )
+        == failures_before + 1
     )
 
 
@@ -494,19 +501,37 @@ def test_metrics__task_failure_signal__counted():
     class FakeTask:
         name = "tests.failing_task"
 
+    before = metrics.TASK_FAILURES.labels("tests.failing_task")._value.get()
     metrics._task_failed(sender=FakeTask())
     sample = metrics.TASK_FAILURES.labels("tests.failing_task")._value.get()
-    assert sample >= 1
+    assert sample == before + 1
 
 
 def test_metrics__odd_method__one_label_value(client):
+    before = metrics.HTTP_REQUESTS.labels("healthz", "OTHER", "405")._value.get()
     client.generic("BREW", "/healthz")
     sample = metrics.HTTP_REQUESTS.labels("healthz", "OTHER", "405")._value.get()
-    assert sample >= 1
+    assert sample == before + 1
 
 
 def test_requests__ordinary__no_database_query_added(
-    client, django_assert_num_queries, serving_client
+    client, django_assert_num_queries, serving_client, settings, monkeypatch
 ):
+    from overrides import serving
+
     with django_assert_num_queries(0):
         client.get("/healthz")
+    # Serving reads with a key: once the key, the override version and the rules
+    # are remembered (the first calls), a rank and a snapshot read no table at all.
+    settings.SERVING_VERSION_MEMO_SECONDS = 60  # not expiring mid-test
+    monkeypatch.setattr(serving, "_memo", None)
+    rank = {"candidates": [{"item_id": "sku-1", "score": 1.0}]}
+    assert serving_client.get("/api/v1/serving/snapshot").status_code == 200
+    serving_client.post("/api/v1/serving/rank", rank, content_type="application/json")
+    with django_assert_num_queries(0):
+        response = serving_client.post(
+            "/api/v1/serving/rank", rank, content_type="application/json"
+        )
+        assert response.status_code == 200
+    with django_assert_num_queries(0):
+        assert serving_client.get("/api/v1/serving/snapshot").status_code == 200
