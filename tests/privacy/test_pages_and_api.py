@@ -232,7 +232,7 @@ def test_optout_page__agent_registers_but_cannot_withdraw_or_look_up(client_for,
             "source": "T",
         },
     )
-    assert response.status_code == 400  # "withdraw" is not a choice for agents
+    assert response.status_code == 403  # refused before the form is validated
     assert OptOut.objects.filter(withdrawn_at__isnull=True).count() == 1
     assert (
         client.post("/privacy/optouts/", {"search-customer_id": "cust-1"}).status_code
