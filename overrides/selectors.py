@@ -239,6 +239,32 @@ def is_opted_out(customer_hash: str, kind: str) -> bool:
     return customer_hash in opted_out([customer_hash])[kind]
 
 
+class OptOutCheck:
+    """`is_opted_out`, asked now and answered later: the Redis copy's reply travels
+    while serving ranks the candidates. Use as a context manager."""
+
+    def __init__(self, customer_hash: str, kind: str):
+        from . import optout_mirror
+
+        self.customer_hash, self.kind = customer_hash, kind
+        digest = optout_mirror.field(customer_hash)
+        self._pending = optout_mirror.PendingLookup([digest])
+
+    def __enter__(self) -> "OptOutCheck":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._pending.close()
+
+    def opted_out(self) -> bool:
+        from . import optout_mirror
+
+        answers = self._pending.answers()
+        if answers is None:  # not ready, or Redis away: the database decides
+            return is_opted_out(self.customer_hash, self.kind)
+        return answers[0] in optout_mirror.ANSWERS_WITH[self.kind]
+
+
 def serving_instances() -> list[ServingInstance]:
     return list(ServingInstance.objects.select_related("api_key"))
 

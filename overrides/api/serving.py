@@ -6,6 +6,7 @@ field on 10,000 candidates); the checks and their messages are the contract's.
 """
 
 import math
+from contextlib import nullcontext
 from operator import itemgetter
 
 import orjson
@@ -328,7 +329,7 @@ class RankView(ServingView):
         region = _scope_value(data, "region")
         candidates = data.get("candidates")
         ids, scores, distinct_ids = candidate_columns(candidates)
-        personalized = True
+        opt_out_check = None
         customer_id = data.get("customer_id")
         if customer_id is not None:
             try:
@@ -338,19 +339,22 @@ class RankView(ServingView):
                     "customer_id",
                     "1-256 characters without whitespace or control characters.",
                 ) from error
-            personalized = not selectors.is_opted_out(
+            opt_out_check = selectors.OptOutCheck(
                 customer_hash, OptOutKind.PERSONALIZATION
             )
         record_rank(len(ids))  # valid calls only
-        if set(map(len, candidates)) != {2}:  # extra keys: not for the answer
-            candidates = [
-                {"item_id": item_id, "score": score}
-                for item_id, score in zip(ids, scores, strict=True)
-            ]
-        rules = serving.ruleset()
-        items, removed = rules.rank_in_place(
-            candidates, distinct_ids=distinct_ids, surface=surface, region=region
-        )
+        with opt_out_check or nullcontext():
+            if set(map(len, candidates)) != {2}:  # extra keys: not for the answer
+                candidates = [
+                    {"item_id": item_id, "score": score}
+                    for item_id, score in zip(ids, scores, strict=True)
+                ]
+            rules = serving.ruleset()
+            items, removed = rules.rank_in_place(
+                candidates, distinct_ids=distinct_ids, surface=surface, region=region
+            )
+            # Asked before ranking: Redis has answered meanwhile.
+            personalized = opt_out_check is None or not opt_out_check.opted_out()
         return _json_response(
             {
                 "version": rules.version,

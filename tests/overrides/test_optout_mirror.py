@@ -122,3 +122,52 @@ def test_invalidate__readers_use_the_database_until_a_rebuild(db):
     }
     assert tasks.ensure_optout_mirror() == 1
     assert optout_mirror.lookup([customer_hash])["personalization"] == {customer_hash}
+
+
+def _connections_in_use() -> int:
+    return len(optout_mirror._redis().connection_pool._in_use_connections)
+
+
+def test_opt_out_check__copy_ready__answered_from_it_and_connection_returned(
+    db, django_assert_num_queries
+):
+    _register("c-out")
+    optout_mirror.rebuild()
+    in_use = _connections_in_use()
+
+    out = selectors.OptOutCheck(hash_customer_id("c-out"), "personalization")
+    in_ = selectors.OptOutCheck(hash_customer_id("c-in"), "training")
+    with django_assert_num_queries(0), out, in_:  # the copy answers, not the database
+        answers = (out.opted_out(), in_.opted_out())
+
+    assert answers == (True, False)
+    assert _connections_in_use() == in_use
+
+
+def test_opt_out_check__left_unanswered__its_reply_never_reaches_another_caller(db):
+    # Given a check whose HMGET was sent but whose reply was never read
+    _register("c-out")
+    optout_mirror.rebuild()
+    with selectors.OptOutCheck(hash_customer_id("c-out"), "personalization"):
+        pass
+
+    # Then the next reader on the pool gets its own answer, not that reply
+    assert optout_mirror.lookup([hash_customer_id("c-other")]) == {
+        "personalization": set(),
+        "training": set(),
+    }
+    assert optout_mirror._redis().ping()
+
+
+def test_rank__opted_out_customer__not_personalized_from_the_copy(db, api_key_for):
+    _register("c-out")
+    optout_mirror.rebuild()
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {api_key_for('serving:read')}")
+    body = {"customer_id": "c-out", "candidates": [{"item_id": "a", "score": 1}]}
+
+    response = client.post(
+        "/api/v1/serving/rank", body, content_type="application/json"
+    )
+
+    assert response.status_code == 200
+    assert response.json()["personalized"] is False
