@@ -154,7 +154,6 @@ API_KEY_CACHE_SECONDS = 5.0
 LAST_USED_RESOLUTION_SECONDS = 60.0
 _key_cache: dict[str, tuple[float, object]] = {}
 _key_cache_lock = threading.Lock()
-_QUERY_KEY_PARAMETERS = {"api_key", "apikey", "key", "token", "access_token"}
 
 
 def forget_api_key(key_hash: str) -> None:
@@ -196,8 +195,10 @@ class ApiKeyAuthentication(BaseAuthentication):
     def authenticate(self, request):
         from opsconsole.services import KEY_PREFIX, hash_api_key
 
-        for name, value in request.query_params.items():
-            if name.lower() in _QUERY_KEY_PARAMETERS or value.startswith(KEY_PREFIX):
+        # Every key starts with the prefix, so a key under any parameter name is
+        # caught; a parameter merely called "token" is not a credential.
+        for value in request.query_params.values():
+            if value.startswith(KEY_PREFIX):
                 raise exceptions.AuthenticationFailed(
                     "API keys are not accepted in the query string (it ends up in "
                     "logs); send `Authorization: Bearer <key>`."

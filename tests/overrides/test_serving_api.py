@@ -85,6 +85,11 @@ def test_serving__key_in_query_string__401(api_key_for, client, parameter):
     assert "query string" in response.json()["error"]["message"]
 
 
+def test_api__parameter_named_token_without_a_key__not_refused(agent, client_for):
+    response = client_for(agent).get("/api/v1/blocks", {"token": "null"})
+    assert response.status_code != 401
+
+
 def test_serving__key_in_query_string_even_with_header__401(api_key_for):
     raw_key = api_key_for("serving:read")
     client = Client(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
