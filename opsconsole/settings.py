@@ -349,6 +349,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "opsconsole.schema.query_text_without_nul",
+    ],
 }
 
 # Security: production (DEBUG=0) passes `manage.py check --deploy` with no warning.

@@ -12,7 +12,12 @@ from operator import itemgetter
 import orjson
 from django.conf import settings
 from django.http import HttpResponse
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -186,9 +191,14 @@ class SnapshotSerializer(serializers.Serializer):
     boosts = _SnapshotBoostSerializer(many=True)
 
 
+@extend_schema_field({"type": "number", "description": "Any finite number."})
+class _ScoreField(serializers.FloatField):
+    """A JSON number: no float `format`, since any finite JSON number is taken."""
+
+
 class _CandidateSerializer(serializers.Serializer):
     item_id = ItemIdField()
-    score = serializers.FloatField()
+    score = _ScoreField()
 
 
 class RankRequestSerializer(serializers.Serializer):
