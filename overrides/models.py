@@ -22,6 +22,10 @@ BOOST_FACTOR_CEILING = 100.0
 REASON_MAX_LENGTH = 1000
 
 
+# The largest override version (and reported version) the database can hold.
+MAX_VERSION = 2**63 - 1
+
+
 class ItemIdField(models.CharField):
     """An item id column whose only messages come from `validate_item_id`."""
 

@@ -23,6 +23,7 @@ from opsconsole.identifiers import FORBIDDEN_CHARACTER, validate_item_id
 
 from . import optout_mirror, serving
 from .models import (
+    MAX_VERSION,
     REASON_MAX_LENGTH,
     Block,
     Boost,
@@ -663,8 +664,12 @@ def record_heartbeat(*, instance: str, version: int, api_key=None) -> ServingIns
         errors["instance"] = [
             message.replace("Item id", "Instance name") for message in error.messages
         ]
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        errors["version"] = ["A whole number, 0 or more."]
+    if (
+        isinstance(version, bool)
+        or not isinstance(version, int)
+        or not 0 <= version <= MAX_VERSION
+    ):
+        errors["version"] = [f"A whole number from 0 to {MAX_VERSION}."]
     if errors:
         raise ValidationError(errors)
     serving_instance, _ = ServingInstance.objects.update_or_create(

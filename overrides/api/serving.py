@@ -29,7 +29,7 @@ from opsconsole.identifiers import FORBIDDEN_CHARACTER
 from opsconsole.metrics import record_rank
 from opsconsole.parsers import FastJSONRenderer
 from overrides import selectors, services, serving
-from overrides.models import OptOutKind
+from overrides.models import MAX_VERSION, OptOutKind
 
 from .serializers import ApiErrorSerializer, CustomerIdField, ItemIdField
 
@@ -263,7 +263,7 @@ class ChangesResponseSerializer(serializers.Serializer):
 
 class HeartbeatRequestSerializer(serializers.Serializer):
     instance = ItemIdField(help_text="The instance's name; the item id rule applies.")
-    version = serializers.IntegerField(min_value=0)
+    version = serializers.IntegerField(min_value=0, max_value=MAX_VERSION)
 
 
 class HeartbeatResponseSerializer(serializers.Serializer):

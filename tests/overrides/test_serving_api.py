@@ -699,3 +699,14 @@ def test_rank__feed_pruned_past_its_version__rebuilt_from_a_snapshot(
     result = _post(serving_client, RANK, body).json()
 
     assert sorted(removed["item_id"] for removed in result["removed"]) == ["a", "b"]
+
+
+def test_heartbeat__version_beyond_the_database_range__400(serving_client):
+    response = serving_client.post(
+        HEARTBEAT,
+        {"instance": "serving-eu-1", "version": 2**63},
+        content_type="application/json",
+    )
+
+    assert response.status_code == 400
+    assert not ServingInstance.objects.exists()
