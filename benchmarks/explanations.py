@@ -851,28 +851,19 @@ def run(scale: Scale, *, log=print) -> dict:
         shutil.rmtree(temp_dir, ignore_errors=True)
     results["duration_s"] = time.perf_counter() - run_started
     rows = summary_rows(results)
-    results["table"] = [
-        dict(zip(("metric", "value", "target", "result"), row, strict=True))
-        for row in rows
-    ]
-    for path in (
+    serving.save_results(
+        results,
+        rows,
         RESULTS_DIR / f"explanations-{stamp}.json",
-        RESULTS_DIR / "explanations-latest.json",
-    ):
-        path.write_text(json.dumps(results, indent=2, default=str))
+        latest=RESULTS_DIR / "explanations-latest.json",
+    )
     report(results, rows, stamp, log)
     return results
 
 
 def report(results: dict, rows, stamp: str, log) -> None:
-    machine, git = results["machine"], results["git"]
     log("")
-    log(
-        f"Machine: {machine['nproc']} CPUs ({machine['cpu_model']}), "
-        f"{machine['memory_gib']} GiB, load average at start "
-        f"{' '.join(machine['loadavg_at_start'])}; commit {git['commit'][:12]}"
-        + (" + uncommitted changes" if git["dirty"] else "")
-    )
+    log(serving.machine_line(results))
     share = results.get("uncached_other_cpu_share")
     if share is not None:
         log(

@@ -31,10 +31,10 @@ out, on failure and on Ctrl-C too.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import hashlib
 import hmac
-import json
 import os
 import shutil
 import signal
@@ -341,7 +341,7 @@ class RecordingDownstream:
 # The load: threads that each record what they saw ---------------------------------
 
 
-class Activity(threading.Thread):
+class Activity(threading.Thread, abc.ABC):
     """A loop run every `interval` seconds until stopped; counts what happened."""
 
     interval = 0.05
@@ -375,9 +375,9 @@ class Activity(threading.Thread):
         if len(self.failures) < 50:
             self.failures.append(f"{time.strftime('%H:%M:%S')} {text}")
 
+    @abc.abstractmethod
     def step(self) -> bool:
         """One unit of work; False when there is nothing left to do."""
-        raise NotImplementedError
 
     def run(self) -> None:
         next_at = time.monotonic()
@@ -1242,11 +1242,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = results["started_at"].replace(":", "").replace("-", "")[:15] + "Z"
     path = arguments.output or common.RESULTS_DIR / f"faults-{stamp}.json"
     rows = summary_rows(results)
-    results["table"] = [
-        dict(zip(("metric", "value", "target", "result"), row, strict=True))
-        for row in rows
-    ]
-    path.write_text(json.dumps(results, indent=2, default=str))
+    common.save_results(results, rows, path)
     print()
     print(common.format_table(rows))
     print()

@@ -18,7 +18,6 @@ Exit code 0 when the run completed (targets met or not), 2 when it could not run
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -310,15 +309,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rows = summary_rows(results)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    for name in (f"privacy-{stamp}.json", "privacy-latest.json"):
-        (common.RESULTS_DIR / name).write_text(json.dumps(results, indent=2))
-    machine = results["machine"]
-    print()
-    print(
-        f"Machine: {machine['nproc']} CPUs ({machine['cpu_model']}), "
-        f"{machine['memory_gib']} GiB, load average at start "
-        f"{' '.join(machine['loadavg_at_start'])}"
+    common.save_results(
+        results,
+        rows,
+        common.RESULTS_DIR / f"privacy-{stamp}.json",
+        latest=common.RESULTS_DIR / "privacy-latest.json",
     )
+    print()
+    print(common.machine_line(results))
     print(common.format_table(rows))
     print(f"Raw figures: benchmarks/results/privacy-{stamp}.json")
     return 0

@@ -1015,6 +1015,35 @@ def format_table(rows: list[tuple[str, str, str, str]]) -> str:
 # The run ----------------------------------------------------------------------------
 
 
+def save_results(
+    results: dict, rows, path: Path, *, latest: Path | None = None
+) -> None:
+    """Put the printed table in the results and write them (and the latest copy)."""
+    results["table"] = [
+        dict(zip(("metric", "value", "target", "result"), row, strict=True))
+        for row in rows
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=2, default=str)
+    for target in (path, latest):
+        if target is not None:
+            target.write_text(text)
+
+
+def machine_line(results: dict) -> str:
+    """The run's machine and commit, for the line above every table."""
+    machine, git = results["machine"], results.get("git")
+    line = (
+        f"Machine: {machine['nproc']} CPUs ({machine['cpu_model']}), "
+        f"{machine['memory_gib']} GiB, load average at start "
+        f"{' '.join(machine['loadavg_at_start'])}"
+    )
+    if git:
+        line += f"; commit {git['commit'][:12]}"
+        line += " + uncommitted changes" if git["dirty"] else ""
+    return line
+
+
 def configure_django() -> None:
     """Point this process at the benchmark database and Redis, then set Django up."""
     os.environ.update(BENCH_ENV)
@@ -1292,28 +1321,19 @@ def run(scale: Scale, *, reuse: bool, log=print) -> dict:
     results["other_cpu_share_during_rest"] = statistics.mean(shares)
     results["duration_s"] = time.perf_counter() - run_started
     rows = summary_rows(results)
-    results["table"] = [
-        dict(zip(("metric", "value", "target", "result"), row, strict=True))
-        for row in rows
-    ]
-    for path in (
+    save_results(
+        results,
+        rows,
         RESULTS_DIR / f"serving-{stamp}.json",
-        RESULTS_DIR / "serving-latest.json",
-    ):
-        path.write_text(json.dumps(results, indent=2, default=str))
+        latest=RESULTS_DIR / "serving-latest.json",
+    )
     report(results, rows, stamp, log)
     return results
 
 
 def report(results: dict, rows, stamp: str, log) -> None:
-    machine, git = results["machine"], results["git"]
     log("")
-    log(
-        f"Machine: {machine['nproc']} CPUs ({machine['cpu_model']}), "
-        f"{machine['memory_gib']} GiB, load average at start "
-        f"{' '.join(machine['loadavg_at_start'])}; commit {git['commit'][:12]}"
-        + (" + uncommitted changes" if git["dirty"] else "")
-    )
+    log(machine_line(results))
     share = results["other_cpu_share_during_rest"]
     log(
         f"Other processes used {share:.0%} of the CPUs during the REST runs"

@@ -439,12 +439,8 @@ def run(*, minutes: float, warmup_seconds: int, reload: bool, log=print) -> dict
         results["server_log"] = str(server.log_path.relative_to(common.ROOT))
     results["verdict"] = verdicts(results)
     rows = summary_rows(results)
-    results["table"] = [
-        dict(zip(("metric", "value", "target", "result"), row, strict=True))
-        for row in rows
-    ]
     path = common.RESULTS_DIR / f"soak-{stamp}.json"
-    path.write_text(json.dumps(results, indent=2, default=str))
+    common.save_results(results, rows, path)
     report(results, rows, path, log)
     return results
 
@@ -530,13 +526,7 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
 def report(results: dict, rows, path: Path, log) -> None:
     machine = results["machine"]
     log("")
-    log(
-        f"Machine: {machine['nproc']} CPUs ({machine['cpu_model']}), "
-        f"{machine['memory_gib']} GiB, load average at start "
-        f"{' '.join(machine['loadavg_at_start'])}; commit "
-        f"{results['git']['commit'][:12]}"
-        + (" + uncommitted changes" if results["git"]["dirty"] else "")
-    )
+    log(common.machine_line(results))
     share = results["other_cpu_share"]
     if share is not None:
         log(f"Other processes used {share:.0%} of the CPUs during the soak.")
