@@ -11,8 +11,9 @@ import time
 from django.conf import settings
 from django.contrib.auth.mixins import PermissionRequiredMixin
 from django.contrib.auth.models import Group, Permission
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.utils import timezone
+from django_redis.cache import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -243,10 +244,54 @@ def _warn_throttle_unavailable() -> None:
         )
 
 
+class RedisQuestion:
+    """A Redis command a view needs answered, sent in the rate limiter's round trip
+    instead of one of its own (`rank` asks its opt-out question this way).
+
+    `reply` is the command's answer once sent; it stays `NOT_ASKED` when nothing
+    was sent (no Redis, or no rate limit counted) and is None when Redis failed.
+    """
+
+    NOT_ASKED = object()
+
+    def __init__(self, *command):
+        self.command = command
+        self.reply = self.NOT_ASKED
+
+
+def _count_request(counter: str, window_seconds: int, questions=()) -> int:
+    """Add one to a window's counter and return it.
+
+    On Redis: INCR and EXPIRE NX (the first request of a window starts its timer)
+    and the questions' commands go in one pipeline, one round trip. On another
+    cache (local memory, no Redis): the cache API.
+    """
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        pipeline = backend.client.get_client(write=True).pipeline(transaction=False)
+        key = backend.make_key(counter)
+        pipeline.incr(key)
+        pipeline.expire(key, window_seconds + 5, nx=True)
+        for question in questions:
+            pipeline.execute_command(*question.command)
+        count, _expire, *replies = pipeline.execute()
+        for question, reply in zip(questions, replies, strict=True):
+            question.reply = reply
+        return count
+    try:
+        return cache.incr(counter)
+    except ValueError:  # the window's first request
+        if cache.add(counter, 1, timeout=window_seconds + 5):
+            return 1
+        return cache.incr(counter)
+
+
 class ApiKeyRateThrottle(BaseThrottle):
     """Requests per minute per API key (a fixed window counted in the cache).
 
     People signed in to the UI are not throttled here; login throttling is separate.
+    A view may list `RedisQuestion`s in `redis_questions`: they are sent with the
+    count (one round trip where there would be two).
     """
 
     window_seconds = 60
@@ -262,18 +307,15 @@ class ApiKeyRateThrottle(BaseThrottle):
         window = int(now // self.window_seconds)
         counter = f"ratelimit:{key.pk}:{window}"
         self._retry_after = (window + 1) * self.window_seconds - now
+        questions = getattr(view, "redis_questions", ())
         try:
-            try:
-                count = cache.incr(counter)
-            except ValueError:  # the window's first request
-                if cache.add(counter, 1, timeout=self.window_seconds + 5):
-                    count = 1
-                else:
-                    count = cache.incr(counter)
+            count = _count_request(counter, self.window_seconds, questions)
         except CACHE_UNAVAILABLE_ERRORS:
             # The cache (Redis) is down or restarting: serving must keep answering,
             # so the limit is not enforced until it is back.
             _warn_throttle_unavailable()
+            for question in questions:
+                question.reply = None
             return True
         return count <= limit
 

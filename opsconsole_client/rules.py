@@ -325,6 +325,7 @@ class RuleSet:
         self,
         candidates: list[dict],
         *,
+        ids: list[str],
         distinct_ids: AbstractSet[str],
         surface: str | None,
         region: str | None,
@@ -333,7 +334,8 @@ class RuleSet:
         """`rank` for the REST endpoint: its answer's `items` and `removed`.
 
         The candidates must be checked `{"item_id", "score"}` dicts with distinct ids
-        and finite scores, which the caller owns: each one becomes its answer item
+        and finite scores (`ids` their ids in order, `distinct_ids` as a set),
+        which the caller owns: each one becomes its answer item
         (two keys added; a boosted one gets its new score and rule id) and the list
         is sorted in place, so a request makes no object per candidate.
         """
@@ -354,7 +356,7 @@ class RuleSet:
         # blocked one gets a score below any other: the sort puts it last, cut off.
         blocked: list[dict] = []
         ruled = blocked_by.keys() | boost_by.keys()
-        named = map(ruled.__contains__, map(_item_id, candidates))
+        named = map(ruled.__contains__, ids)
         for candidate in compress(candidates, named):
             item_id = candidate["item_id"]
             rule_id = blocked_by.get(item_id)

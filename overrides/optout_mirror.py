@@ -95,63 +95,30 @@ def field(customer_hash: str) -> bytes:
     return bytes.fromhex(customer_hash)
 
 
-def lookup_digests(digests: list[bytes]) -> list[bytes | None] | None:
-    """Each digest's codes (None: no opt-out), in order; None when not ready.
+def lookup_command(digests: list[bytes]) -> tuple:
+    """The one HMGET that answers both whether the copy is ready and the codes."""
+    return ("HMGET", _key("kinds"), READY_FIELD, *digests)
 
-    One HMGET answers both whether the copy is ready and the codes.
-    """
+
+def answers_from(reply: list | None) -> list[bytes | None] | None:
+    """`lookup_command`'s reply as `lookup_digests` gives it (None: not ready, or
+    Redis failed and there is no reply)."""
+    if not reply:
+        return None
+    ready, *answers = reply
+    return answers if ready else None
+
+
+def lookup_digests(digests: list[bytes]) -> list[bytes | None] | None:
+    """Each digest's codes (None: no opt-out), in order; None when not ready."""
     if not enabled() or not digests:
         return None
     try:
-        ready, *answers = _redis().hmget(_key("kinds"), [READY_FIELD, *digests])
+        reply = _redis().execute_command(*lookup_command(digests))
     except Exception:
         logger.warning("Opt-out copy unavailable; asking the database")
         return None
-    if not ready:
-        return None
-    return answers
-
-
-class PendingLookup:
-    """`lookup_digests` in two halves: the HMGET is sent now and its answer read
-    later, so the caller works (serving ranks its candidates) while Redis answers.
-
-    `answers()` gives what `lookup_digests` would (None: not ready or Redis away,
-    ask the database); call `close()` when done, answered or not.
-    """
-
-    def __init__(self, digests: list[bytes]):
-        self._pool = self._connection = None
-        if not enabled() or not digests:
-            return
-        try:
-            self._pool = _redis().connection_pool
-            self._connection = self._pool.get_connection()
-            self._connection.send_command("HMGET", _key("kinds"), READY_FIELD, *digests)
-        except Exception:
-            logger.warning("Opt-out copy unavailable; asking the database")
-            self.close()
-
-    def answers(self) -> list[bytes | None] | None:
-        if self._connection is None:
-            return None
-        try:
-            ready, *answers = self._connection.read_response()
-        except Exception:
-            logger.warning("Opt-out copy unavailable; asking the database")
-            self.close()
-            return None
-        self._pool.release(self._connection)
-        self._connection = None
-        return answers if ready else None
-
-    def close(self) -> None:
-        """Drop a connection whose answer was never read (or that failed): its next
-        user would read this request's reply."""
-        if self._connection is not None:
-            self._connection.disconnect()
-            self._pool.release(self._connection)
-            self._connection = None
+    return answers_from(reply)
 
 
 def lookup(customer_hashes: list[str]) -> dict[str, set[str]] | None:

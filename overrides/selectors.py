@@ -240,26 +240,34 @@ def is_opted_out(customer_hash: str, kind: str) -> bool:
 
 
 class OptOutCheck:
-    """`is_opted_out`, asked now and answered later: the Redis copy's reply travels
-    while serving ranks the candidates. Use as a context manager."""
+    """`is_opted_out` for serving's `rank`, as a question the API-key rate limiter
+    carries to Redis with its count (one round trip, not two); asked on its own
+    when the limiter did not carry it."""
 
     def __init__(self, customer_hash: str, kind: str):
+        from opsconsole.auth import RedisQuestion
+
         from . import optout_mirror
 
         self.customer_hash, self.kind = customer_hash, kind
-        digest = optout_mirror.field(customer_hash)
-        self._pending = optout_mirror.PendingLookup([digest])
-
-    def __enter__(self) -> "OptOutCheck":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._pending.close()
+        self._digests = [optout_mirror.field(customer_hash)]
+        # No question without the copy (a Redis cache alone may hold a stale one).
+        self.question = (
+            RedisQuestion(*optout_mirror.lookup_command(self._digests))
+            if optout_mirror.enabled()
+            else None
+        )
 
     def opted_out(self) -> bool:
         from . import optout_mirror
 
-        answers = self._pending.answers()
+        if self.question is None:
+            return is_opted_out(self.customer_hash, self.kind)
+        reply = self.question.reply
+        if reply is self.question.NOT_ASKED:
+            answers = optout_mirror.lookup_digests(self._digests)
+        else:
+            answers = optout_mirror.answers_from(reply)
         if answers is None:  # not ready, or Redis away: the database decides
             return is_opted_out(self.customer_hash, self.kind)
         return answers[0] in optout_mirror.ANSWERS_WITH[self.kind]

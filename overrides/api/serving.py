@@ -6,7 +6,6 @@ field on 10,000 candidates); the checks and their messages are the contract's.
 """
 
 import math
-from contextlib import nullcontext
 from operator import itemgetter
 
 import orjson
@@ -88,6 +87,18 @@ _item_id = itemgetter("item_id")
 _score = itemgetter("score")
 
 
+def _all_finite(scores: list[float]) -> bool:
+    """True when every score is finite: a finite sum says so in one C pass (an
+    infinity or NaN makes the sum non-finite); otherwise (that, or finite scores
+    whose sum overflows) each score is asked."""
+    try:
+        if math.isfinite(sum(scores)):
+            return True
+    except OverflowError:
+        pass
+    return all(map(math.isfinite, scores))
+
+
 def candidate_columns(value: object) -> tuple[list[str], list[float], set[str]]:
     """(ids, scores, the set of ids) of 1 to SERVING_MAX_CANDIDATES
     {"item_id", "score"}: unique ids, finite scores.
@@ -110,7 +121,7 @@ def candidate_columns(value: object) -> tuple[list[str], list[float], set[str]]:
     if (
         _all_valid_ids(ids, 128)
         and set(map(type, scores)) <= _NUMBER_TYPES
-        and all(map(math.isfinite, scores))
+        and _all_finite(scores)
     ):
         distinct = set(ids)
         if len(distinct) == len(ids):
@@ -324,8 +335,37 @@ class SnapshotView(ServingView):
         return response
 
 
+def _opt_out_check(data: dict) -> selectors.OptOutCheck | None:
+    """The personalisation opt-out check of the body's customer (None: anonymous)."""
+    customer_id = data.get("customer_id")
+    if customer_id is None:
+        return None
+    try:
+        customer_hash = hash_customer_id(customer_id)
+    except Exception as error:
+        raise ServingError(
+            "customer_id", "1-256 characters without whitespace or control characters."
+        ) from error
+    return selectors.OptOutCheck(customer_hash, OptOutKind.PERSONALIZATION)
+
+
 class RankView(ServingView):
     """Apply the rules in force now to one request's candidates."""
+
+    opt_out_check: selectors.OptOutCheck | None = None
+    redis_questions: tuple = ()  # sent with the rate limit's count
+
+    def check_throttles(self, request):
+        """Reads the body first, so the opt-out question goes to Redis with the
+        rate limit's count: one round trip per request, as on every endpoint."""
+        try:
+            self.opt_out_check = _opt_out_check(_body(request))
+        except Exception:  # a bad body: still a 429 first when over the limit
+            super().check_throttles(request)
+            raise
+        if self.opt_out_check is not None and self.opt_out_check.question:
+            self.redis_questions = (self.opt_out_check.question,)
+        super().check_throttles(request)
 
     @extend_schema(
         tags=["serving"],
@@ -339,36 +379,27 @@ class RankView(ServingView):
         region = _scope_value(data, "region")
         candidates = data.get("candidates")
         ids, scores, distinct_ids = candidate_columns(candidates)
-        opt_out_check = None
-        customer_id = data.get("customer_id")
-        if customer_id is not None:
-            try:
-                customer_hash = hash_customer_id(customer_id)
-            except Exception as error:
-                raise ServingError(
-                    "customer_id",
-                    "1-256 characters without whitespace or control characters.",
-                ) from error
-            opt_out_check = selectors.OptOutCheck(
-                customer_hash, OptOutKind.PERSONALIZATION
-            )
         record_rank(len(ids))  # valid calls only
-        with opt_out_check or nullcontext():
-            if set(map(len, candidates)) != {2}:  # extra keys: not for the answer
-                candidates = [
-                    {"item_id": item_id, "score": score}
-                    for item_id, score in zip(ids, scores, strict=True)
-                ]
-            rules = serving.ruleset()
-            items, removed = rules.rank_in_place(
-                candidates, distinct_ids=distinct_ids, surface=surface, region=region
-            )
-            # Asked before ranking: Redis has answered meanwhile.
-            personalized = opt_out_check is None or not opt_out_check.opted_out()
+        # Each has item_id and score, so this says whether any has more keys, which
+        # are not for the answer.
+        if sum(map(len, candidates)) != 2 * len(ids):
+            candidates = [
+                {"item_id": item_id, "score": score}
+                for item_id, score in zip(ids, scores, strict=True)
+            ]
+        rules = serving.ruleset()
+        items, removed = rules.rank_in_place(
+            candidates,
+            ids=ids,
+            distinct_ids=distinct_ids,
+            surface=surface,
+            region=region,
+        )
+        check = self.opt_out_check
         return _json_response(
             {
                 "version": rules.version,
-                "personalized": personalized,
+                "personalized": check is None or not check.opted_out(),
                 "items": items,
                 "removed": removed,
             }

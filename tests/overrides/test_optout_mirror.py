@@ -9,6 +9,7 @@ from overrides import optout_mirror, selectors, services, tasks
 from overrides.models import OptOut
 
 pytestmark = pytest.mark.services
+RANK = "/api/v1/serving/rank"
 
 
 def _register(customer_id, kinds=("personalization",)):
@@ -124,39 +125,73 @@ def test_invalidate__readers_use_the_database_until_a_rebuild(db):
     assert optout_mirror.lookup([customer_hash])["personalization"] == {customer_hash}
 
 
-def _connections_in_use() -> int:
-    return len(optout_mirror._redis().connection_pool._in_use_connections)
-
-
-def test_opt_out_check__copy_ready__answered_from_it_and_connection_returned(
+def test_opt_out_check__not_carried__asks_the_copy_itself(
     db, django_assert_num_queries
 ):
     _register("c-out")
     optout_mirror.rebuild()
-    in_use = _connections_in_use()
 
     out = selectors.OptOutCheck(hash_customer_id("c-out"), "personalization")
     in_ = selectors.OptOutCheck(hash_customer_id("c-in"), "training")
-    with django_assert_num_queries(0), out, in_:  # the copy answers, not the database
+    with django_assert_num_queries(0):  # the copy answers, not the database
         answers = (out.opted_out(), in_.opted_out())
 
     assert answers == (True, False)
-    assert _connections_in_use() == in_use
 
 
-def test_opt_out_check__left_unanswered__its_reply_never_reaches_another_caller(db):
-    # Given a check whose HMGET was sent but whose reply was never read
+def test_opt_out_check__redis_failed_on_the_way__the_database_decides(db):
     _register("c-out")
     optout_mirror.rebuild()
-    with selectors.OptOutCheck(hash_customer_id("c-out"), "personalization"):
-        pass
+    check = selectors.OptOutCheck(hash_customer_id("c-out"), "personalization")
+    check.question.reply = None  # what the rate limiter leaves when Redis failed
 
-    # Then the next reader on the pool gets its own answer, not that reply
-    assert optout_mirror.lookup([hash_customer_id("c-other")]) == {
-        "personalization": set(),
-        "training": set(),
-    }
-    assert optout_mirror._redis().ping()
+    assert check.opted_out() is True
+
+
+def _count_round_trips(monkeypatch) -> list:
+    """Every write of commands to Redis (a pipeline writes all of its at once)."""
+    from redis.connection import AbstractConnection
+
+    sent = []
+    real = AbstractConnection.send_packed_command
+
+    def counting(connection, command, *args, **kwargs):
+        chunks = [command] if isinstance(command, bytes | str) else command
+        sent.append(
+            b"".join(
+                bytes(chunk, "utf-8") if isinstance(chunk, str) else bytes(chunk)
+                for chunk in chunks
+            )
+        )
+        return real(connection, command, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    return sent
+
+
+def test_rank__customer_id__opt_out_asked_in_the_rate_limit_round_trip(
+    db, api_key_for, monkeypatch
+):
+    # Given a warm server (the rules' version is remembered in-process)
+    _register("c-out")
+    optout_mirror.rebuild()
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {api_key_for('serving:read')}")
+    candidates = [{"item_id": "a", "score": 1}]
+    client.post(RANK, {"candidates": candidates}, content_type="application/json")
+    sent = _count_round_trips(monkeypatch)
+
+    # When a customer's rank and an anonymous one are asked
+    for body in (
+        {"customer_id": "c-out", "candidates": candidates},
+        {"candidates": candidates},
+    ):
+        response = client.post(RANK, body, content_type="application/json")
+        assert response.status_code == 200
+
+    # Then each took one round trip to Redis, the opt-out question with the count
+    assert len(sent) == 2
+    assert b"INCR" in sent[0] and b"HMGET" in sent[0]
+    assert b"INCR" in sent[1] and b"HMGET" not in sent[1]
 
 
 def test_rank__opted_out_customer__not_personalized_from_the_copy(db, api_key_for):

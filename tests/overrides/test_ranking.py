@@ -268,6 +268,7 @@ def test_rank_in_place__same_answer_as_rank():
     # When the endpoint's variant ranks copies of the same candidates in place
     items, removed = rules.rank_in_place(
         [dict(candidate) for candidate in candidates],
+        ids=[candidate["item_id"] for candidate in candidates],
         distinct_ids={candidate["item_id"] for candidate in candidates},
         surface="home",
         region="SG",

@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import math
 import socket
 import time
 import warnings
@@ -17,6 +18,7 @@ from opsconsole import services as console_services
 from opsconsole.customer_ids import hash_customer_id, hash_customer_ids
 from opsconsole.models import ApiKey
 from overrides import selectors, services, serving
+from overrides.api.serving import ServingError, candidate_columns
 from overrides.models import OverrideChange, ServingInstance
 from tests.factories import make_block, make_boost
 
@@ -126,6 +128,39 @@ def test_serving__rate_limit__429_with_retry_after(api_key_for):
     assert response.status_code == 429
     assert 1 <= int(response["Retry-After"]) <= 60
     assert response.json()["error"]["code"] == "too_many_requests"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"[1, 2]",
+        b'{"customer_id": "has space", "candidates": [{"item_id": "a", "score": 1}]}',
+    ],
+    ids=["unparseable", "not an object", "bad customer_id"],
+)
+def test_rank__bad_body_over_the_limit__429_first_then_400(api_key_for, body):
+    # rank reads its body before counting (its opt-out question rides with the
+    # count), yet answers in the same order as every endpoint: the limit first
+    raw_key = api_key_for("serving:read", rate_limit_per_minute=1)
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    first = client.post(RANK, body, content_type="application/json")
+    second = client.post(RANK, body, content_type="application/json")
+    assert (first.status_code, second.status_code) == (400, 429)
+    assert "Retry-After" in second
+
+
+@pytest.mark.services
+def test_rate_limit__window_counter__expires_after_the_window(api_key_for):
+    from django_redis import get_redis_connection
+
+    redis = get_redis_connection("default")
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {api_key_for('serving:read')}")
+    assert [client.get(SNAPSHOT).status_code for _ in range(3)] == [200] * 3
+
+    (counter,) = redis.keys("*ratelimit:*")
+    assert int(redis.get(counter)) == 3
+    assert 60 <= redis.ttl(counter) <= 65
 
 
 def test_serving__cache_unreachable__answers_without_rate_limit(
@@ -492,6 +527,25 @@ def test_rank__non_finite_score__400(serving_client, literal):
     body = '{"candidates": [{"item_id": "a", "score": ' + literal + "}]}"
     response = serving_client.post(RANK, body, content_type="application/json")
     assert response.status_code == 400
+
+
+def test_rank__finite_scores_whose_sum_overflows__accepted(serving_client):
+    # (finiteness is first asked of the scores' sum, which overflows here)
+    candidates = _candidates(("a", 1.7e308), ("b", 1.7e308), ("c", -1.7e308))
+    response = _post(serving_client, RANK, {"candidates": candidates})
+    assert response.status_code == 200, response.content
+    assert [item["item_id"] for item in response.json()["items"]] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_candidate_columns__a_non_finite_score_among_many__names_it(bad):
+    # (strict JSON cannot carry one; the preview's parsed input can)
+    candidates = [{"item_id": f"i{n}", "score": 0.5} for n in range(500)]
+    candidates[499]["score"] = bad
+    with pytest.raises(
+        ServingError, match=r"Item 499: score must be a finite number\."
+    ):
+        candidate_columns(candidates)
 
 
 def test_rank__malformed_or_deeply_nested_json__400(serving_client):

@@ -359,15 +359,14 @@ def test_database_unavailable__503_message_and_one_warning_a_minute(
 # Rate limiter failure mode ---------------------------------------------------------
 
 
-class _BrokenCache:
-    def __init__(self, error):
-        self.error = error
+def _break_counting(monkeypatch, error):
+    """The rate limiter's counter raises `error`, on whichever cache is configured."""
+    from opsconsole import auth
 
-    def incr(self, key):
-        raise self.error
+    def broken(*args, **kwargs):
+        raise error
 
-    def add(self, *args, **kwargs):
-        raise self.error
+    monkeypatch.setattr(auth, "_count_request", broken)
 
 
 def test_rate_limit__cache_connection_lost__answers(serving_client, monkeypatch):
@@ -377,15 +376,13 @@ def test_rate_limit__cache_connection_lost__answers(serving_client, monkeypatch)
 
     # (the once-a-minute warning's clock is put back afterwards for other tests)
     monkeypatch.setattr(auth, "_throttle_warned_at", 0.0)
-    monkeypatch.setattr(auth, "cache", _BrokenCache(ConnectionInterrupted("gone")))
+    _break_counting(monkeypatch, ConnectionInterrupted("gone"))
     assert serving_client.get(SNAPSHOT).status_code == 200
     assert auth._throttle_warned_at > 0  # the outage was logged
 
 
 def test_rate_limit__programming_error__not_hidden(serving_client, monkeypatch):
-    from opsconsole import auth
-
-    monkeypatch.setattr(auth, "cache", _BrokenCache(TypeError("a bug")))
+    _break_counting(monkeypatch, TypeError("a bug"))
     with pytest.raises(TypeError, match="a bug"):
         serving_client.get(SNAPSHOT)
 

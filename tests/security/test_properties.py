@@ -865,6 +865,7 @@ def test_rank_in_place__unique_candidates__same_answer_as_the_reference(
 
     items, removed = rules.rank_in_place(
         given_candidates,
+        ids=[candidate["item_id"] for candidate in candidates],
         distinct_ids={candidate["item_id"] for candidate in candidates},
         surface=setup["surface"],
         region=setup["region"],
