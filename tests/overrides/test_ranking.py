@@ -210,6 +210,33 @@ def test_apply_changes__block_unblock_boost_unboost__rules_follow_the_feed():
     assert rules.to_document() == {"version": 5, "blocked": [], "boosts": []}
 
 
+def test_apply_changes__item_keeps_a_rule_of_the_other_kind__still_ruled():
+    # Given an item both blocked and boosted, and one only blocked
+    rules = RuleSet.from_document(
+        {
+            "version": 1,
+            "blocked": [_block(1, "a"), _block(2, "b")],
+            "boosts": [_boost(3, "a", 2.0)],
+        }
+    )
+    candidates = [{"item_id": "a", "score": 1.0}, {"item_id": "b", "score": 0.5}]
+
+    # When both blocks are lifted
+    for rule_id, item_id in ((1, "a"), (2, "b")):
+        rules.apply_change(
+            {
+                "version": 1 + rule_id,
+                "action": "unblock",
+                "rule": _block(rule_id, item_id),
+            }
+        )
+
+    # Then the boost of "a" still applies, and "b" is ranked as a plain item
+    result = rules.rank(candidates, surface="home", region="SG", now=NOW.timestamp())
+    assert result.items == [("a", 2.0), ("b", 0.5)]
+    assert rules._ruled_items == {"a"}
+
+
 def test_apply_change__unknown_action__value_error():
     rules = RuleSet.from_document({"version": 1, "blocked": [], "boosts": []})
     with pytest.raises(ValueError, match="Unknown change action"):
