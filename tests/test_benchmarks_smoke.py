@@ -138,6 +138,21 @@ def test_snapshot_and_local_rank__tiny_scale__report_figures(loaded, workload):
     assert local["ratio"] > 0
 
 
+def test_measure_view_work__tiny_scale__rank_phases_and_baseline(loaded, workload):
+    rules = serving.ruleset()
+    work = bench.measure_view_work(
+        rules,
+        workload.rank_body,
+        surface=bench.SCOPE_SURFACE,
+        region=bench.SCOPE_REGION,
+        rounds=2,
+        number=3,
+    )
+    assert work["rank_us"] > 0 and work["baseline_us"] > 0
+    assert set(work["rank_phases_us"]) == {"check", "rules_and_sort", "json"}
+    assert all(value > 0 for value in work["rank_phases_us"].values())
+
+
 def test_plain_python_floor__drops_blocked__sorts_by_score():
     candidates = [
         {"item_id": "a", "score": 0.1},
@@ -235,8 +250,15 @@ def test_summary_rows__figures__marks_each_target_pass_or_miss():
         "snapshot_304": wrk_figures,
         "healthz": wrk_figures,
         "rank_after_change": {"first_ms_median": 9.0, "max_ms": 12.0},
+        "scale": {"wrk_connections": 2},
+        "view_work": {
+            "extra_us": 2500.0,
+            "rank_phases_us": {"check": 1.0, "rules_and_sort": 2.0, "json": 3.0},
+        },
     }
     rows = {row[0]: row for row in bench.summary_rows(results)}
+    # 2 connections at 200 req/s: 10 ms a request, 12.5 with rank's own work
+    assert rows["rank view's own work over baseline's"][1].endswith("ratio <= 0.80x")
     assert rows["REST rank req/s, 1,000 cand., c=2"][3] == "MISS"
     assert rows["client-local rank vs floor, 1,000 cand."][3] == "PASS"
     assert rows["snapshot 304 p50 (p99)"][3] == "PASS"
