@@ -11,7 +11,7 @@ import time
 from django.conf import settings
 from django.contrib.auth.mixins import PermissionRequiredMixin
 from django.contrib.auth.models import Group, Permission
-from django.core.cache import cache, caches
+from django.core.cache import caches
 from django.utils import timezone
 from django_redis.cache import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
@@ -279,11 +279,11 @@ def _count_request(counter: str, window_seconds: int, questions=()) -> int:
             question.reply = reply
         return count
     try:
-        return cache.incr(counter)
+        return backend.incr(counter)
     except ValueError:  # the window's first request
-        if cache.add(counter, 1, timeout=window_seconds + 5):
+        if backend.add(counter, 1, timeout=window_seconds + 5):
             return 1
-        return cache.incr(counter)
+        return backend.incr(counter)
 
 
 class ApiKeyRateThrottle(BaseThrottle):

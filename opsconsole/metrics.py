@@ -27,8 +27,6 @@ from prometheus_client.core import GaugeMetricFamily
 # The *_created series double the output and no dashboard here reads them.
 disable_created_metrics()
 
-METRICS_SCOPE = "metrics:read"
-
 HTTP_REQUESTS = Counter(
     "opsconsole_http_requests",
     "HTTP requests answered, by route name, method and status.",

@@ -10,7 +10,7 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.views import APIView
 
 from opsconsole.auth import ApiKeyAuthentication
-from opsconsole.metrics import METRICS_SCOPE, exposition
+from opsconsole.metrics import exposition
 
 
 class _FirstRenderer(BaseContentNegotiation):
@@ -34,7 +34,7 @@ class MetricsView(APIView):
     content_negotiation_class = _FirstRenderer
     # Keys only: no session or user is ever authenticated here, so RolePermission
     # decides by the scope alone (no required_permissions to declare).
-    api_key_scope = METRICS_SCOPE
+    api_key_scope = "metrics:read"
 
     def get(self, request):
         return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)

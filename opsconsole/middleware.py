@@ -207,27 +207,23 @@ class SessionTimeoutMiddleware:
             return
         idle = now - (seen or started)
         if now - started > settings.SESSION_COOKIE_AGE:
-            session.flush()
-            hours = max(1, round(settings.SESSION_COOKIE_AGE / 3600))
-            messages.info(
-                request,
-                f"Your session ended {hours} hour{'s' if hours != 1 else ''} after "
-                "you signed in; sign in again.",
-                fail_silently=True,
-            )
+            hours = _count(settings.SESSION_COOKIE_AGE / 3600, "hour")
+            why = f"Your session ended {hours} after you signed in"
+        elif idle > settings.SESSION_IDLE_SECONDS:
+            minutes = _count(settings.SESSION_IDLE_SECONDS / 60, "minute")
+            why = f"Your session expired after {minutes} of inactivity"
+        else:
+            if idle > SESSION_ACTIVITY_RESOLUTION_SECONDS:
+                session[SESSION_SEEN_KEY] = now
             return
-        if idle > settings.SESSION_IDLE_SECONDS:
-            session.flush()
-            minutes = max(1, round(settings.SESSION_IDLE_SECONDS / 60))
-            messages.info(
-                request,
-                f"Your session expired after {minutes} minute"
-                f"{'s' if minutes != 1 else ''} of inactivity; sign in again.",
-                fail_silently=True,
-            )
-            return
-        if idle > SESSION_ACTIVITY_RESOLUTION_SECONDS:
-            session[SESSION_SEEN_KEY] = now
+        session.flush()
+        messages.info(request, f"{why}; sign in again.", fail_silently=True)
+
+
+def _count(amount: float, unit: str) -> str:
+    """`amount` rounded to a whole number (1 at least) of `unit`s: "1 hour"."""
+    whole = max(1, round(amount))
+    return f"{whole} {unit}{'s' if whole != 1 else ''}"
 
 
 class ApiTimezoneMiddleware:

@@ -35,8 +35,10 @@ def query_text_without_nul(result, generator, request, public):
     """drf-spectacular hook: every free-text query parameter of the management API
     says it takes no NUL, which its filters refuse. The serving reads are left as
     they are: they take any string (contract, Identifiers)."""
+    from opsconsole.middleware import SERVING_PATH_PREFIX
+
     for path, operations in result.get("paths", {}).items():
-        if path.startswith("/api/v1/serving/"):
+        if path.startswith(SERVING_PATH_PREFIX):
             continue
         for operation in operations.values():
             for parameter in operation.get("parameters", ()):

@@ -1,7 +1,7 @@
 """Every read of override rules, already shaped and filtered for the caller."""
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from itertools import compress
 
@@ -9,22 +9,14 @@ from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import (
-    CharField,
-    F,
-    Model,
-    OuterRef,
-    Q,
-    QuerySet,
-    Subquery,
-    Value,
-)
-from django.db.models.functions import Cast
+from django.db.models import CharField, Model, OuterRef, Q, QuerySet, Subquery, Value
 from django.utils import timezone
 
+from opsconsole.auth import RedisQuestion
 from opsconsole.customer_ids import customer_id_digests
 from opsconsole.times import iso_utc
 
+from . import optout_mirror
 from .models import (
     Block,
     Boost,
@@ -189,8 +181,6 @@ def opted_out(customer_hashes: list[str]) -> dict[str, set[str]]:
 
     From the Redis copy when it is ready (one round trip), else from the database.
     """
-    from . import optout_mirror
-
     mirrored = optout_mirror.lookup(customer_hashes)
     if mirrored is not None:
         return mirrored
@@ -219,8 +209,6 @@ def opted_out_among(customer_ids: list[str]) -> dict[str, list[str]]:
     For serving's bulk check: the ids are hashed to digests, which the Redis copy
     is keyed by, and the answers are mapped back to the ids in C-level passes.
     """
-    from . import optout_mirror
-
     digests = customer_id_digests(customer_ids)
     answers = optout_mirror.lookup_digests(digests)
     if answers is not None:
@@ -245,10 +233,6 @@ class OptOutCheck:
     when the limiter did not carry it."""
 
     def __init__(self, customer_hash: str, kind: str):
-        from opsconsole.auth import RedisQuestion
-
-        from . import optout_mirror
-
         self.customer_hash, self.kind = customer_hash, kind
         self._digests = [optout_mirror.field(customer_hash)]
         # No question without the copy (a Redis cache alone may hold a stale one).
@@ -259,8 +243,6 @@ class OptOutCheck:
         )
 
     def opted_out(self) -> bool:
-        from . import optout_mirror
-
         if self.question is None:
             return is_opted_out(self.customer_hash, self.kind)
         reply = self.question.reply
@@ -499,17 +481,6 @@ def audited_models() -> dict[str, type[Model]]:
     }
 
 
-_LABELS = {
-    "block": F("item_id"),
-    "boost": F("item_id"),
-    "surface": Cast("code", CharField()),
-    "region": Cast("code", CharField()),
-    "downstream": Cast("name", CharField()),
-    "api_key": Cast("name", CharField()),
-    "model_version": Cast("name", CharField()),
-    "catalog_item": F("item_id"),
-    "user": Cast("username", CharField()),
-}
 _HIDDEN_FIELDS = {
     "id",
     "history_id",
@@ -568,6 +539,10 @@ def audit_log(
     until: datetime | None = None,
 ) -> QuerySet:
     """All recorded changes, newest first, as one queryset of plain rows (a UNION)."""
+    # Any ISO 8601 offset is valid input, but PostgreSQL refuses offsets beyond
+    # ±15:59 in a comparison: the same instant in UTC always works.
+    since = since.astimezone(UTC) if since else None
+    until = until.astimezone(UTC) if until else None
     parts = []
     for kind, model in audited_models().items():
         if kinds and kind not in kinds:
@@ -583,13 +558,10 @@ def audit_log(
             records = records.filter(history_date__gte=since)
         if until:
             records = records.filter(history_date__lt=until)
-        label = _LABELS.get(kind, Cast("id", CharField()))
         # "audit_kind", not "kind": opt-outs have a field of that name.
         parts.append(
-            records.annotate(
-                audit_kind=Value(kind, output_field=CharField()), label=label
-            )
-            .values("audit_kind", "history_id", "history_date", "label")
+            records.annotate(audit_kind=Value(kind, output_field=CharField()))
+            .values("audit_kind", "history_id", "history_date")
             .order_by()
         )
     if not parts:
@@ -599,6 +571,8 @@ def audit_log(
 
 
 _ITEM_KINDS = ("block", "boost", "catalog_item")
+
+
 _USER_FIELDS = {"created_by", "withdrawn_by", "revoked_by", "registered_by", "user"}
 
 

@@ -84,24 +84,16 @@ def _validate_scope(surface: str | None, region: str | None) -> None:
     in a query.
     """
     errors = {}
-    if surface is not None and (
-        "\x00" in surface
-        or not Surface.objects.filter(code=surface, is_active=True).exists()
+    for name, model, code in (
+        ("surface", Surface, surface),
+        ("region", Region, region),
     ):
-        known = ", ".join(
-            Surface.objects.filter(is_active=True).values_list("code", flat=True)
-        )
-        errors["surface"] = (
-            f"Unknown surface {surface!r}. Configured surfaces: {known}."
-        )
-    if region is not None and (
-        "\x00" in region
-        or not Region.objects.filter(code=region, is_active=True).exists()
-    ):
-        known = ", ".join(
-            Region.objects.filter(is_active=True).values_list("code", flat=True)
-        )
-        errors["region"] = f"Unknown region {region!r}. Configured regions: {known}."
+        if code is None:
+            continue
+        active = model.objects.filter(is_active=True)
+        if "\x00" in code or not active.filter(code=code).exists():
+            known = ", ".join(active.values_list("code", flat=True))
+            errors[name] = f"Unknown {name} {code!r}. Configured {name}s: {known}."
     if errors:
         raise ValidationError(errors)
 

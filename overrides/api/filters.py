@@ -6,7 +6,6 @@ so `filter_queryset` hands the cleaned values to one selector call.
 """
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import django_filters
 from django.db.models import QuerySet
@@ -121,12 +120,6 @@ class AuditFilterSet(StrictFilterSet):
             kinds=data["kind"] or None,
             actor=data["actor"],
             item_id=data["item_id"],
-            since=_utc(data["since"]),
-            until=_utc(data["until"]),
+            since=data["since"],
+            until=data["until"],
         )
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """Any ISO 8601 offset is valid input, but PostgreSQL refuses offsets beyond
-    ±15:59 in a comparison: the same instant in UTC always works."""
-    return moment.astimezone(UTC) if moment is not None else None
