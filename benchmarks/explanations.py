@@ -745,14 +745,11 @@ class LiveServer:
     workers = 2
 
     def __init__(self, *, api_key: str, env: dict, stamp: str):
-        import requests
-
         self.env = env
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = RESULTS_DIR / f"gunicorn-explanations-{stamp}.log"
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {api_key}"
+        self.session = serving.api_session(api_key)
         self.server = None
 
     def __enter__(self) -> LiveServer:

@@ -200,10 +200,10 @@ class PrivatePostgres:
 
 
 def start_celery(
-    kind: str, log_path: Path, env: dict, *, queue: str, extra: tuple = ()
+    kind: str, log_path: Path, env: dict, *, queue: str
 ) -> subprocess.Popen:
-    """A Celery worker (solo pool: one process, one task at a time) or beat; a
-    worker is returned once it says it is ready."""
+    """A Celery worker (solo pool: one process, one task at a time) or beat (its
+    schedule file beside its log); a worker is returned once it says it is ready."""
     command = [sys.executable, "-m", "celery", "-A", "opsconsole", kind]
     if kind == "worker":
         command += [
@@ -214,7 +214,9 @@ def start_celery(
             "--without-gossip",
             "--without-mingle",
         ]
-    command += ["--loglevel=INFO", *extra]
+    else:
+        command += ["--schedule", str(log_path.with_name("beat-schedule"))]
+    command += ["--loglevel=INFO"]
     before = log_path.read_text().count(" ready.") if log_path.exists() else 0
     with open(log_path, "a") as log_file:
         process = subprocess.Popen(  # noqa: S603
@@ -228,22 +230,10 @@ def start_celery(
         deadline = time.monotonic() + 60
         while log_path.read_text().count(" ready.") <= before:
             if process.poll() is not None or time.monotonic() > deadline:
-                stop_process(process)
+                common.stop_server(process)
                 raise common.BenchmarkError(f"Celery {kind} did not start: {log_path}")
             time.sleep(0.2)
     return process
-
-
-def stop_process(process: subprocess.Popen | None, *, timeout: float = 20) -> None:
-    """SIGTERM, then SIGKILL when it does not exit in time."""
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def rss_kib(pid: int) -> int | None:
@@ -255,14 +245,6 @@ def rss_kib(pid: int) -> int | None:
     except OSError:
         return None
     return None
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children")
-                .read_text().split()]  # fmt: skip
-    except OSError:
-        return []
 
 
 # The downstreams ------------------------------------------------------------------
@@ -282,6 +264,8 @@ class RecordingDownstream:
     records every call."""
 
     def __init__(self, secret: str, *, delay: float = 0.0):
+        from privacy.services import signature  # the console's own signing
+
         self.secret = secret
         self.delay = delay  # seconds per call: a slower downstream (tests)
         self.calls: Counter[str] = Counter()
@@ -298,14 +282,7 @@ class RecordingDownstream:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 key = self.headers.get("Idempotency-Key", "")
                 timestamp = self.headers.get("X-OpsConsole-Timestamp", "")
-                expected = (
-                    "sha256="
-                    + hmac.new(
-                        downstream.secret.encode(),
-                        timestamp.encode() + b"." + body,
-                        hashlib.sha256,
-                    ).hexdigest()
-                )
+                expected = signature(downstream.secret, timestamp, body)
                 signed = hmac.compare_digest(
                     expected, self.headers.get("X-OpsConsole-Signature", "")
                 )
@@ -392,14 +369,6 @@ class Activity(threading.Thread, abc.ABC):
         self.join(timeout=30)
 
 
-def _session(api_key: str):
-    import requests
-
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {api_key}"
-    return session
-
-
 class Intake(Activity):
     """Files the deletion requests over the privacy API at a steady pace; a request
     whose answer was lost (console down, 5xx) is sent again until it is answered.
@@ -408,7 +377,7 @@ class Intake(Activity):
     def __init__(self, base_url: str, api_key: str, customers: list[str], seconds):
         super().__init__("intake")
         self.url = f"{base_url}/api/v1/privacy/deletion-requests"
-        self.session = _session(api_key)
+        self.session = common.api_session(api_key)
         self.pending = list(reversed(customers))
         self.interval = seconds / max(1, len(customers))
         self.retried: set[str] = set()
@@ -442,7 +411,7 @@ class RankLoad(Activity):
     def __init__(self, base_url: str, api_key: str, body: dict, blocked: set[str]):
         super().__init__("rank")
         self.url = f"{base_url}{common.RANK_PATH}"
-        self.session = _session(api_key)
+        self.session = common.api_session(api_key)
         self.body, self.blocked = body, blocked
 
     def step(self) -> bool:
@@ -472,7 +441,7 @@ class OverrideWriter(Activity):
     def __init__(self, base_url: str, api_key: str, prefix: str):
         super().__init__("writer")
         self.url = f"{base_url}/api/v1/blocks"
-        self.session = _session(api_key)
+        self.session = common.api_session(api_key)
         self.prefix = prefix
         self.accepted: list[str] = []
         self.unanswered: list[str] = []  # sent, no answer: may or may not exist
@@ -621,16 +590,13 @@ class Stack:
 
     def start_beat(self) -> None:
         self.beat = start_celery(
-            "beat",
-            self.directory / "beat.log",
-            self.env,
-            queue=QUEUE,
-            extra=("--schedule", str(self.directory / "beat-schedule")),
+            "beat", self.directory / "beat.log", self.env, queue=QUEUE
         )
 
     def stop_all(self) -> None:
         for process in [*self.workers, self.beat]:
-            stop_process(process)
+            if process is not None:
+                common.stop_server(process)
         self.stop_console()
         self.redis.stop()
         self.postgres.stop("fast")
@@ -972,7 +938,7 @@ def run(
         for at, name, inject in schedule:
             time.sleep(max(0.0, load_started + at - time.monotonic()))
             open_before = wait_for_open_requests(fault_when_open, log)
-            completed_before = completed_count()
+            completed_before = deletion_count(completed=True)
             began = time.monotonic()
             inject()
             injected.append(
@@ -1028,27 +994,18 @@ def keep_logs(directory: Path, target: Path) -> None:
         shutil.copy(path, target / path.name)
 
 
-def completed_count() -> int | None:
+def deletion_count(*, completed: bool) -> int | None:
+    """Deletion requests completed, or filed and not yet completed (deliveries still
+    to make); None while the database is down or recovering."""
     from django.db import close_old_connections
 
     from privacy.models import DeletionRequest, RequestStatus
 
     close_old_connections()
+    requests = DeletionRequest.objects.all()
+    of_status = requests.filter if completed else requests.exclude
     try:
-        return DeletionRequest.objects.filter(status=RequestStatus.COMPLETED).count()
-    except Exception:  # the database is down or recovering: no figure
-        return None
-
-
-def open_count() -> int | None:
-    """Deletion requests filed and not yet completed (deliveries still to make)."""
-    from django.db import close_old_connections
-
-    from privacy.models import DeletionRequest, RequestStatus
-
-    close_old_connections()
-    try:
-        return DeletionRequest.objects.exclude(status=RequestStatus.COMPLETED).count()
+        return of_status(status=RequestStatus.COMPLETED).count()
     except Exception:  # the database is down or recovering: no figure
         return None
 
@@ -1058,9 +1015,9 @@ def wait_for_open_requests(at_least: int, log) -> int | None:
     surely strikes mid-deletion however fast the machine is (the scheduled time
     alone does not promise it); a backlog that never builds stops the run."""
     if not at_least:
-        return open_count()
+        return deletion_count(completed=False)
     deadline = time.monotonic() + 120
-    while (count := open_count() or 0) < at_least:
+    while (count := deletion_count(completed=False) or 0) < at_least:
         if time.monotonic() > deadline:
             raise common.BenchmarkError(
                 f"never {at_least} deletion requests open at once (at most {count}): "
@@ -1105,9 +1062,7 @@ def summarise(results: dict) -> dict:
         "lost": sum(lost.values()),
         "lost_by_kind": lost,
         "client_errors": client.get("errors", 0),
-        "client_wrong_answers": client.get("failures", 0)
-        if isinstance(client.get("failures"), int)
-        else len(client["failures"]),
+        "client_wrong_answers": len(client["failures"]),
         "integrity": {
             "customers with two requests": deletions["customers_with_two_requests"],
             "keys with differing bodies": deletions["keys_with_differing_bodies"],
@@ -1238,7 +1193,6 @@ def main(argv: list[str] | None = None) -> int:
     except common.BenchmarkError as error:
         print(f"FAULT INJECTION COULD NOT RUN: {error}", file=sys.stderr)
         return 2
-    common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = results["started_at"].replace(":", "").replace("-", "")[:15] + "Z"
     path = arguments.output or common.RESULTS_DIR / f"faults-{stamp}.json"
     rows = summary_rows(results)

@@ -647,21 +647,28 @@ def parse_wrk(output: str) -> dict:
     return result
 
 
-def run_wrk(
-    url: str, *, script: str, env: dict, seconds: int, connections: int
-) -> dict:
-    """One bounded wrk run (1 thread); raises when the server answered errors."""
-    command = [
+def wrk_command(
+    url: str, *, script: str, seconds: int, connections: int, timeout: str = "30s"
+) -> list[str]:
+    """wrk with one thread, the latency distribution and one of benchmarks/lua."""
+    return [
         "wrk",
         "-t1",
         f"-c{connections}",
         f"-d{seconds}s",
-        "--timeout=30s",
+        f"--timeout={timeout}",
         "--latency",
         "-s",
         str(LUA_DIR / script),
         url,
     ]
+
+
+def run_wrk(
+    url: str, *, script: str, env: dict, seconds: int, connections: int
+) -> dict:
+    """One bounded wrk run (1 thread); raises when the server answered errors."""
+    command = wrk_command(url, script=script, seconds=seconds, connections=connections)
     completed = subprocess.run(  # noqa: S603
         command,
         env={**os.environ, **env},
@@ -804,6 +811,24 @@ class OtherLoad:
 # The server -------------------------------------------------------------------------
 
 
+def api_session(api_key: str):
+    """A requests session that sends the API key on every request."""
+    import requests
+
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {api_key}"
+    return session
+
+
+def child_pids(pid: int) -> list[int]:
+    """The children of a process (gunicorn's workers); none once it has exited."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children")
+                .read_text().split()]  # fmt: skip
+    except OSError:
+        return []
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -851,6 +876,7 @@ def start_server(port: int, log_path: Path) -> subprocess.Popen:
 
 
 def stop_server(server: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 20 s (gunicorn, Celery; a no-op once exited)."""
     server.terminate()
     try:
         server.wait(timeout=20)
@@ -882,15 +908,12 @@ class LiveServer:
     """The gunicorn under test, and how the benchmark talks to it."""
 
     def __init__(self, *, api_key: str, scale: Scale, workload: Workload, stamp: str):
-        import requests
-
         self.scale = scale
         self.api_key = api_key
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = RESULTS_DIR / f"gunicorn-{stamp}.log"
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {api_key}"
+        self.session = api_session(api_key)
         self.wrk_env = {"BENCH_API_KEY": api_key}
         self.bodies: dict[str, Path] = {}
         for name, body in (
@@ -917,8 +940,7 @@ class LiveServer:
         from django.db import connection
 
         master = self.server.pid
-        children = Path(f"/proc/{master}/task/{master}/children")
-        pids = [master, *map(int, children.read_text().split())]
+        pids = [master, *child_pids(master)]
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"

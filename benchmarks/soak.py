@@ -125,17 +125,13 @@ def start_paced_wrk(
         env["BENCH_BODY_FILE"] = str(server.bodies[body])
     else:
         env["BENCH_ETAG"] = etag
-    command = [
-        "wrk",
-        "-t1",
-        f"-c{connections}",
-        f"-d{seconds}s",
-        "--timeout=10s",
-        "--latency",
-        "-s",
-        str(common.LUA_DIR / "paced.lua"),
+    command = common.wrk_command(
         server.base_url + path,
-    ]
+        script="paced.lua",
+        seconds=seconds,
+        connections=connections,
+        timeout="10s",
+    )
     return subprocess.Popen(  # noqa: S603
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -184,7 +180,7 @@ def finish_paced_wrk(process: subprocess.Popen, *, rate: float, seconds: int) ->
 def our_processes(server, worker, beat, redis) -> dict[str, int]:
     master = server.server.pid
     processes = {"gunicorn master": master}
-    for number, pid in enumerate(sorted(faults.children(master)), start=1):
+    for number, pid in enumerate(sorted(common.child_pids(master)), start=1):
         processes[f"gunicorn worker {number}"] = pid
     processes.update(
         {"celery worker": worker.pid, "celery beat": beat.pid, "redis": redis.pid}
@@ -203,10 +199,7 @@ class ContentChecker(threading.Thread):
 
     def __init__(self, server, workload, *, etag: str, document: dict, stop_at: float):
         super().__init__(daemon=True, name="soak-content-checks")
-        import requests
-
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {server.api_key}"
+        self.session = common.api_session(server.api_key)
         self.base_url = server.base_url
         self.workload, self.etag = workload, etag
         self.expected_blocked = len(document["blocked"])
@@ -350,15 +343,9 @@ def run(*, minutes: float, warmup_seconds: int, reload: bool, log=print) -> dict
         worker = faults.start_celery(
             "worker", directory / "worker.log", env, queue=QUEUE
         )
-        stack.callback(faults.stop_process, worker)
-        beat = faults.start_celery(
-            "beat",
-            directory / "beat.log",
-            env,
-            queue=QUEUE,
-            extra=("--schedule", str(directory / "beat-schedule")),
-        )
-        stack.callback(faults.stop_process, beat)
+        stack.callback(common.stop_server, worker)
+        beat = faults.start_celery("beat", directory / "beat.log", env, queue=QUEUE)
+        stack.callback(common.stop_server, beat)
         log(f"== gunicorn (2 workers) on {server.base_url}, Celery worker and beat")
 
         _, response = server.request("GET", common.SNAPSHOT_PATH)

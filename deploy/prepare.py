@@ -159,8 +159,6 @@ def ensure_database(url: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    import os
-
     command, argument = argv[1], argv[2]
     if command == "secrets":
         for name, value in production_secrets(Path(argument), dict(os.environ)).items():
