@@ -1,4 +1,8 @@
-"""Headless Chromium (Debian's package) driven by Playwright against live_server."""
+"""Headless Chromium (Debian's package) driven by Playwright against live_server.
+
+The model fixtures of tests/explanations are shared here, not imported by each
+module, so the session's model files are trained once for all browser tests.
+"""
 
 import os
 from pathlib import Path
@@ -6,6 +10,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
+from tests.explanations.conftest import (  # noqa: F401  (fixtures shared here)
+    artifact_dir,
+    model_files,
+    register,
+)
 from tests.factories import PASSWORD
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")

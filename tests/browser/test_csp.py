@@ -12,12 +12,7 @@ from playwright.sync_api import expect
 
 from explanations import services as explanation_services
 from privacy import services as privacy_services
-from tests.explanations.conftest import (  # noqa: F401  (fixtures used here)
-    artifact_dir,
-    model_files,
-    prediction_body,
-    register,
-)
+from tests.explanations.conftest import prediction_body
 from tests.factories import CatalogItemFactory, make_block, make_boost
 
 pytestmark = [
@@ -61,7 +56,7 @@ def _violations(page) -> list[str]:
 
 
 @pytest.fixture
-def world(register, admin_user, agent, manager):  # noqa: F811  (imported fixture)
+def world(register, admin_user, agent, manager):
     CatalogItemFactory(item_id="sku-777", title="Cordless Drill", category="Tools")
     block = make_block(agent, item_id="sku-777")
     boost = make_boost(manager, item_id="sku-778")

@@ -5,12 +5,7 @@ from playwright.sync_api import expect
 
 from explanations import services
 from tests.browser.conftest import SCREENSHOTS
-from tests.explanations.conftest import (  # noqa: F401  (fixtures used here)
-    artifact_dir,
-    model_files,
-    prediction_body,
-    register,
-)
+from tests.explanations.conftest import prediction_body
 from tests.factories import PASSWORD
 
 pytestmark = [
@@ -20,7 +15,7 @@ pytestmark = [
 
 
 @pytest.fixture
-def prediction_id(register):  # noqa: F811  (the imported fixture)
+def prediction_id(register):
     model_version = register("lightgbm-classifier", name="churn")
     services.log_predictions(records=[prediction_body(model_version, "p-browser-1")])
     return "p-browser-1"

@@ -156,6 +156,17 @@ def prediction_body(model_version, prediction_id: str = "p-1", **overrides) -> d
     return body
 
 
+def inked_fraction(png: bytes) -> float:
+    """The share of a PNG's pixels that are drawn (darker than a light grey): a blank
+    canvas is a valid PNG too."""
+    from io import BytesIO
+
+    from matplotlib import image
+
+    pixels = image.imread(BytesIO(png), format="png")
+    return float((pixels[:, :, :3].min(axis=2) < 0.8).mean())
+
+
 @pytest.fixture
 def precompute_worker(request, monkeypatch, settings, artifact_dir):
     """A real Celery worker (tests/conftest.py) that reads this test's artifacts,

@@ -170,13 +170,14 @@ def _count_round_trips(monkeypatch) -> list:
 
 
 def test_rank__customer_id__opt_out_asked_in_the_rate_limit_round_trip(
-    db, api_key_for, monkeypatch
+    serving_client, monkeypatch
 ):
     _register("c-out")
     optout_mirror.rebuild()
-    client = Client(HTTP_AUTHORIZATION=f"Bearer {api_key_for('serving:read')}")
     candidates = [{"item_id": "a", "score": 1}]
-    client.post(RANK, {"candidates": candidates}, content_type="application/json")
+    serving_client.post(
+        RANK, {"candidates": candidates}, content_type="application/json"
+    )
     sent = _count_round_trips(monkeypatch)
 
     # When a customer's rank and an anonymous one are asked
@@ -184,7 +185,7 @@ def test_rank__customer_id__opt_out_asked_in_the_rate_limit_round_trip(
         {"customer_id": "c-out", "candidates": candidates},
         {"candidates": candidates},
     ):
-        response = client.post(RANK, body, content_type="application/json")
+        response = serving_client.post(RANK, body, content_type="application/json")
         assert response.status_code == 200
 
     # Then the opt-out question went with the rate limit's count, in one write
@@ -195,15 +196,12 @@ def test_rank__customer_id__opt_out_asked_in_the_rate_limit_round_trip(
     assert len(questions) == 1 and questions[0] in counts
 
 
-def test_rank__opted_out_customer__not_personalized_from_the_copy(db, api_key_for):
+def test_rank__opted_out_customer__not_personalized_from_the_copy(serving_client):
     _register("c-out")
     optout_mirror.rebuild()
-    client = Client(HTTP_AUTHORIZATION=f"Bearer {api_key_for('serving:read')}")
     body = {"customer_id": "c-out", "candidates": [{"item_id": "a", "score": 1}]}
 
-    response = client.post(
-        "/api/v1/serving/rank", body, content_type="application/json"
-    )
+    response = serving_client.post(RANK, body, content_type="application/json")
 
     assert response.status_code == 200
     assert response.json()["personalized"] is False

@@ -1,4 +1,5 @@
-"""Helpers for the security tests: the URL walk, principals and a world of objects.
+"""Helpers for the security tests: the URL walk, principals, a world of objects,
+aged sessions and /metrics values.
 
 Not a conftest.py (other engineers write under tests/security/ too): the test modules
 import what they need from here.
@@ -14,6 +15,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
+from opsconsole.middleware import SESSION_SEEN_KEY, SESSION_STARTED_KEY
 from opsconsole.models import ApiKeyScope
 from tests.factories import UserFactory, make_block, make_boost
 
@@ -332,3 +334,23 @@ def admin_sample_paths(world: World, users: dict) -> list[str]:
         "/admin/overrides/surface/add/",
     ]
     return paths
+
+
+# Sessions and metrics --------------------------------------------------------------
+
+
+def age_session(client, *, started: float, seen: float) -> None:
+    """Set when the client's session started and was last seen (epoch seconds)."""
+    session = client.session
+    session[SESSION_STARTED_KEY] = started
+    session[SESSION_SEEN_KEY] = seen
+    session.save()
+
+
+def metric_value(body: str, name: str, **labels) -> float:
+    """One sample of a /metrics page: `name`, with exactly these labels if given."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    pattern = re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if labels else "")
+    match = re.search(rf"^{pattern} (\S+)$", body, re.MULTILINE)
+    assert match, f"{name}{{{wanted}}} not in /metrics"
+    return float(match.group(1))

@@ -24,6 +24,7 @@ from opsconsole.models import ApiKeyScope
 from opsconsole.services import api_key_create
 from privacy import services as privacy_services
 from tests.factories import UserFactory, make_block, make_boost
+from tests.security.conftest_matrix import key_principal
 
 
 class InProcessWSGIHandler(WSGIHandler):
@@ -49,10 +50,6 @@ class InProcessWSGIHandler(WSGIHandler):
 
 
 # Principals ------------------------------------------------------------------------
-
-
-def key_principal(scope: str) -> str:
-    return f"key:{scope}"
 
 
 PRINCIPALS = (*ROLES, *(key_principal(scope) for scope in ApiKeyScope.values))

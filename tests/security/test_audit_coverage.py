@@ -40,7 +40,7 @@ and so are people and the catalog in the admin:
   records an imported row as it was before its first edit so that edit has a before.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
@@ -71,7 +71,6 @@ class Case:
     actor: str  # username, or "apikey:<name>"
     prepare: object = None
     reason_contains: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def not_a_change(why: str) -> str:
@@ -113,6 +112,12 @@ class Env:
 
     def key_user(self, scope: str) -> str:
         return self.keys[scope][1]
+
+    def audit_api(self, params: dict) -> list[dict]:
+        """The admins' REST view of the trail: the results of one page."""
+        client = Client()
+        client.force_login(self.users["admin"])
+        return client.get("/api/v1/audit", params).json()["results"]
 
 
 def _block(env):
@@ -389,13 +394,18 @@ def _audit_keys() -> set[tuple[str, int]]:
     return {(row["audit_kind"], row["history_id"]) for row in selectors.audit_log()}
 
 
-def _check_new_entries(env, case: Case, before: set, started) -> list:
+def _new_entries(before: set) -> list:
+    """The audit entries made since `before` (a set from _audit_keys())."""
     new_rows = [
         row
         for row in selectors.audit_log()
         if (row["audit_kind"], row["history_id"]) not in before
     ]
-    entries = selectors.audit_entries_for_page(new_rows)
+    return selectors.audit_entries_for_page(new_rows)
+
+
+def _check_new_entries(env, case: Case, before: set, started) -> list:
+    entries = _new_entries(before)
     counts: dict[str, int] = {}
     for entry in entries:
         counts[entry.kind] = counts.get(entry.kind, 0) + 1
@@ -419,13 +429,28 @@ def _check_new_entries(env, case: Case, before: set, started) -> list:
     return entries
 
 
-def _case_ids():
-    return [
-        (route, method, index)
-        for (route, method), cases in AUDIT_CASES.items()
-        if isinstance(cases, list)
-        for index in range(len(cases))
-    ]
+def _run(env, case: Case) -> list:
+    """Prepare and act one case; check and return its new entries."""
+    if case.prepare:
+        case.prepare(env)
+    before, started = _audit_keys(), timezone.now()
+    case.act(env)
+    return _check_new_entries(env, case, before, started)
+
+
+def _drive(env, case: Case) -> list:
+    """_run(), and the admins' REST view of the trail shows the same entries."""
+    entries = _run(env, case)
+    shown = {
+        (item["kind"], item["history_id"]) for item in env.audit_api({"page_size": 200})
+    }
+    for entry in entries:
+        assert (entry.kind, entry.history_id) in shown, (case.name, entry)
+    return entries
+
+
+def _admin_post(env, path: str, data: dict, *codes):
+    return _expect_status(env.post("admin", path, data), *codes)
 
 
 @pytest.fixture
@@ -434,28 +459,16 @@ def env(users, api_key_for):
 
 
 @pytest.mark.parametrize(
-    ("route", "method", "index"),
-    _case_ids(),
-    ids=[f"{m} {r} #{i}" for r, m, i in _case_ids()],
+    "case",
+    [
+        pytest.param(case, id=f"{method} {route} #{index}")
+        for (route, method), cases in AUDIT_CASES.items()
+        if isinstance(cases, list)
+        for index, case in enumerate(cases)
+    ],
 )
-def test_change__through_its_endpoint__adds_one_audit_entry_per_record(
-    route, method, index, env
-):
-    case = AUDIT_CASES[(route, method)][index]
-    if case.prepare:
-        case.prepare(env)
-    before = _audit_keys()
-    started = timezone.now()
-    case.act(env)
-    entries = _check_new_entries(env, case, before, started)
-    # The admins' REST view of the trail shows the same entries.
-    client = Client()
-    client.force_login(env.users["admin"])
-    listed = client.get("/api/v1/audit", {"page_size": 200}).json()
-    results = listed["results"] if isinstance(listed, dict) else listed
-    shown = {(item["kind"], item["history_id"]) for item in results}
-    for entry in entries:
-        assert (entry.kind, entry.history_id) in shown, (case.name, entry)
+def test_change__through_its_endpoint__adds_one_audit_entry_per_record(case, env):
+    _drive(env, case)
 
 
 # Changes made outside the URLconf -------------------------------------------------
@@ -487,71 +500,65 @@ def test_model_registration_and_activation__are_audited(
         )
 
     # Registering (and activating) a first version is one change of one record
-    case = Case(
-        "register",
-        lambda env: register("1"),
-        {"model_version": 1},
-        "admin",
-        reason_contains="Registered",
+    _run(
+        env,
+        Case(
+            "register",
+            lambda env: register("1"),
+            {"model_version": 1},
+            "admin",
+            reason_contains="Registered",
+        ),
     )
-    before, started = _audit_keys(), timezone.now()
-    case.act(env)
-    _check_new_entries(env, case, before, started)
     # A second active version also deactivates the first: one entry each
-    case = Case(
-        "register v2",
-        lambda env: register("2"),
-        {"model_version": 2},
-        "admin",
-        reason_contains="Replaced",
+    _run(
+        env,
+        Case(
+            "register v2",
+            lambda env: register("2"),
+            {"model_version": 2},
+            "admin",
+            reason_contains="Replaced",
+        ),
     )
-    before, started = _audit_keys(), timezone.now()
-    case.act(env)
-    _check_new_entries(env, case, before, started)
     # The admin's "activate" action switches back: again one entry per version
     first = ModelVersion.objects.get(name="audited", version="1")
-    client, token = env.sessions["admin"]
-    case = Case(
-        "activate in the admin",
-        lambda env: _expect_status(
-            client.post(
+    _run(
+        env,
+        Case(
+            "activate in the admin",
+            lambda env: _admin_post(
+                env,
                 "/admin/explanations/modelversion/",
                 {"action": "activate", "_selected_action": [first.pk]},
-                headers={"X-CSRFToken": token},
+                302,
             ),
-            302,
+            {"model_version": 2},
+            "admin",
+            reason_contains="Activated",
         ),
-        {"model_version": 2},
-        "admin",
-        reason_contains="Activated",
     )
-    before, started = _audit_keys(), timezone.now()
-    case.act(env)
-    _check_new_entries(env, case, before, started)
 
 
 def test_admin_settings_change__is_audited_with_actor_and_reason(env):
     from overrides.models import Surface
 
     surface = Surface.objects.get(code="home")
-    client, token = env.sessions["admin"]
-    case = Case(
-        "rename a surface in the admin",
-        lambda env: _expect_status(
-            client.post(
+    _run(
+        env,
+        Case(
+            "rename a surface in the admin",
+            lambda env: _admin_post(
+                env,
                 f"/admin/overrides/surface/{surface.pk}/change/",
                 {"code": "home", "name": "Home page (new)", "is_active": "on"},
-                headers={"X-CSRFToken": token},
+                302,
             ),
-            302,
+            {"surface": 1},
+            "admin",
+            reason_contains="name",
         ),
-        {"surface": 1},
-        "admin",
-        reason_contains="name",
     )
-    before, started = _audit_keys(), timezone.now()
-    case.act(env)
-    _check_new_entries(env, case, before, started)
 
 
 def test_downstream_history__never_holds_the_secret(env):
@@ -563,32 +570,8 @@ def test_downstream_history__never_holds_the_secret(env):
 # People and the catalog in the admin ------------------------------------------------
 
 
-def _drive(env, case: Case) -> list:
-    """Run one case outside the table: its new entries, also shown by the REST view."""
-    if case.prepare:
-        case.prepare(env)
-    before, started = _audit_keys(), timezone.now()
-    case.act(env)
-    entries = _check_new_entries(env, case, before, started)
-    client = Client()
-    client.force_login(env.users["admin"])
-    shown = {
-        (item["kind"], item["history_id"])
-        for item in client.get("/api/v1/audit", {"page_size": 200}).json()["results"]
-    }
-    assert {(entry.kind, entry.history_id) for entry in entries} <= shown
-    return entries
-
-
 def _changes(entry) -> dict:
     return {change.field: (change.before, change.after) for change in entry.changes}
-
-
-def _admin_post(env, path: str, data: dict, *codes):
-    client, token = env.sessions["admin"]
-    return _expect_status(
-        client.post(path, data, headers={"X-CSRFToken": token}), *codes
-    )
 
 
 def _user_form(user, **changes) -> dict:
@@ -884,11 +867,10 @@ def test_role_definitions__read_only_in_the_admin(env):
     from django.contrib.auth.models import Group
 
     group = Group.objects.get(name="support_agent")
-    client, token = env.sessions["admin"]
-    response = client.post(
+    response = env.post(
+        "admin",
         f"/admin/auth/group/{group.pk}/change/",
         {"name": "support_agent", "permissions": []},
-        headers={"X-CSRFToken": token},
     )
 
     assert response.status_code == 403
@@ -914,12 +896,7 @@ def test_catalog_edits_in_the_admin__audited_with_before_and_shown_with_the_item
     # The first edit records the imported row first, so it has a before
     before = _audit_keys()
     retitle("Lawn mower (petrol)")(env)
-    new_rows = [
-        row
-        for row in selectors.audit_log()
-        if (row["audit_kind"], row["history_id"]) not in before
-    ]
-    edit, imported = selectors.audit_entries_for_page(new_rows)
+    edit, imported = _new_entries(before)
     assert (edit.kind, edit.actor, edit.action, edit.reason) == (
         "catalog_item",
         "admin",
@@ -943,9 +920,7 @@ def test_catalog_edits_in_the_admin__audited_with_before_and_shown_with_the_item
     assert _changes(entries[0]) == {
         "title": ("Lawn mower (petrol)", "Lawn mower (electric)")
     }
-    client = Client()
-    client.force_login(env.users["admin"])
-    by_item = client.get("/api/v1/audit", {"item_id": "sku-c1"}).json()["results"]
+    by_item = env.audit_api({"item_id": "sku-c1"})
     assert [(row["kind"], row["actor"]) for row in by_item] == [
         ("catalog_item", "admin"),
         ("catalog_item", "admin"),
@@ -977,12 +952,7 @@ def test_catalog_admin_edit__after_a_reimport__import_recorded_and_edit_diffs_it
     )
 
     # Then the import's changes are their own entry, and the edit shows only its own
-    new_rows = [
-        row
-        for row in selectors.audit_log()
-        if (row["audit_kind"], row["history_id"]) not in before
-    ]
-    edit, imported = selectors.audit_entries_for_page(new_rows)
+    edit, imported = _new_entries(before)
     assert (edit.actor, edit.reason) == ("admin", "Changed in the admin: category")
     assert _changes(edit) == {"category": ("Kitchen", "Appliances")}
     assert (imported.actor, imported.when) == ("system", item.imported_at)

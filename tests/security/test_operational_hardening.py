@@ -5,7 +5,6 @@ for a lost database, the rate limiter's failure mode, and session-expiry notice.
 import json
 import logging
 import os
-import re
 import stat
 import time
 
@@ -21,11 +20,10 @@ from opsconsole import errors, metrics
 from opsconsole.login_throttle import client_ip_address
 from opsconsole.logs import ConsoleJsonFormatter
 from opsconsole.middleware import (
-    SESSION_SEEN_KEY,
-    SESSION_STARTED_KEY,
     ContentSecurityPolicyMiddleware,
 )
 from tests.factories import PASSWORD
+from tests.security.conftest_matrix import age_session, metric_value
 
 pytestmark = pytest.mark.django_db
 
@@ -33,12 +31,6 @@ RANK = "/api/v1/serving/rank"
 SNAPSHOT = "/api/v1/serving/snapshot"
 CSP = "Content-Security-Policy"
 CSP_RO = "Content-Security-Policy-Report-Only"
-
-
-def _metric(body: str, name: str) -> float:
-    match = re.search(rf"^{re.escape(name)} (\S+)$", body, re.MULTILINE)
-    assert match, f"{name} not in /metrics"
-    return float(match.group(1))
 
 
 # Logs ------------------------------------------------------------------------------
@@ -209,7 +201,7 @@ def test_metrics__database_down__counters_kept_and_database_up_0(
 
     scraper = Client(HTTP_AUTHORIZATION=f"Bearer {api_key_for('metrics:read')}")
     body = scraper.get("/metrics").content.decode()
-    assert _metric(body, "opsconsole_database_up") == 1
+    assert metric_value(body, "opsconsole_database_up") == 1
     assert "opsconsole_override_version " in body
 
     def database_down():
@@ -219,9 +211,9 @@ def test_metrics__database_down__counters_kept_and_database_up_0(
     response = scraper.get("/metrics")
     assert response.status_code == 200
     body = response.content.decode()
-    assert _metric(body, "opsconsole_database_up") == 0
+    assert metric_value(body, "opsconsole_database_up") == 0
     assert "opsconsole_override_version " not in body
-    assert _metric(body, "opsconsole_rank_calls_total") >= 0  # process counters
+    assert metric_value(body, "opsconsole_rank_calls_total") >= 0  # process counters
 
 
 # The secrets file ------------------------------------------------------------------
@@ -390,18 +382,11 @@ def test_rate_limit__programming_error__not_hidden(serving_client, monkeypatch):
 # Session expiry notice -------------------------------------------------------------
 
 
-def _age_session(client, started, seen):
-    session = client.session
-    session[SESSION_STARTED_KEY] = started
-    session[SESSION_SEEN_KEY] = seen
-    session.save()
-
-
 def test_session__idle_past_limit__login_page_says_why(client, agent, settings):
     settings.SESSION_IDLE_SECONDS = 600
     client.force_login(agent)
     now = time.time()
-    _age_session(client, started=now - 700, seen=now - 601)
+    age_session(client, started=now - 700, seen=now - 601)
     response = client.get(reverse("dashboard"), follow=True)
     text = response.content.decode()
     assert response.redirect_chain and "/login/" in response.redirect_chain[-1][0]
@@ -412,7 +397,7 @@ def test_session__past_absolute_limit__login_page_says_why(client, agent, settin
     settings.SESSION_COOKIE_AGE = 3600
     client.force_login(agent)
     now = time.time()
-    _age_session(client, started=now - 3601, seen=now - 1)
+    age_session(client, started=now - 3601, seen=now - 1)
     text = client.get(reverse("dashboard"), follow=True).content.decode()
     assert "Your session ended 1 hour after you signed in; sign in again." in text
 

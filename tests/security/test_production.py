@@ -19,6 +19,7 @@ from opsconsole.logs import ConsoleJsonFormatter, RequestIdFilter, request_id_va
 from opsconsole.middleware import SESSION_SEEN_KEY, SESSION_STARTED_KEY
 from tests.conftest import ROOT
 from tests.factories import PASSWORD
+from tests.security.conftest_matrix import age_session, metric_value
 
 pytestmark = pytest.mark.django_db
 
@@ -248,18 +249,11 @@ def test_celery_task__enqueued_in_a_request__carries_its_request_id():
 # Sessions --------------------------------------------------------------------------
 
 
-def _age_session(client, *, started: float, seen: float) -> None:
-    session = client.session
-    session[SESSION_STARTED_KEY] = started
-    session[SESSION_SEEN_KEY] = seen
-    session.save()
-
-
 def test_session__idle_past_limit__signed_out(client, agent, settings):
     settings.SESSION_IDLE_SECONDS = 600
     client.force_login(agent)
     now = time.time()
-    _age_session(client, started=now - 700, seen=now - 601)
+    age_session(client, started=now - 700, seen=now - 601)
     response = client.get(reverse("dashboard"))
     assert response.status_code == 302 and "/login/" in response["Location"]
 
@@ -268,7 +262,7 @@ def test_session__active_within_limits__stays_signed_in(client, agent, settings)
     settings.SESSION_IDLE_SECONDS = 600
     client.force_login(agent)
     now = time.time()
-    _age_session(client, started=now - 3000, seen=now - 300)
+    age_session(client, started=now - 3000, seen=now - 300)
     assert client.get(reverse("dashboard")).status_code == 200
     # The idle clock moved (written at most once a minute)
     assert client.session[SESSION_SEEN_KEY] > now - 5
@@ -280,7 +274,7 @@ def test_session__past_absolute_limit__signed_out_even_if_active(
     settings.SESSION_COOKIE_AGE = 3600
     client.force_login(agent)
     now = time.time()
-    _age_session(client, started=now - 3601, seen=now - 1)
+    age_session(client, started=now - 3601, seen=now - 1)
     response = client.get(reverse("dashboard"))
     assert response.status_code == 302 and "/login/" in response["Location"]
 
@@ -398,14 +392,6 @@ def test_error_pages__production__generic_and_leak_nothing(tmp_path, static_root
 # Metrics ---------------------------------------------------------------------------
 
 
-def _metric(body: str, name: str, **labels) -> float:
-    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    pattern = re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if labels else "")
-    match = re.search(rf"^{pattern} (\S+)$", body, re.MULTILINE)
-    assert match, f"{name}{{{wanted}}} not in /metrics"
-    return float(match.group(1))
-
-
 def test_metrics__anonymous_session_or_other_scope__refused(
     client, admin_user, api_key_for
 ):
@@ -427,8 +413,8 @@ def test_metrics__key_with_scope__requests_rank_version_and_lag(
     scraper = Client(HTTP_AUTHORIZATION=f"Bearer {api_key_for('metrics:read')}")
     serving = Client(HTTP_AUTHORIZATION=f"Bearer {api_key_for('serving:read')}")
     before = scraper.get("/metrics").content.decode()
-    rank_before = _metric(before, "opsconsole_rank_calls_total")
-    candidates_before = _metric(before, "opsconsole_rank_candidates_total")
+    rank_before = metric_value(before, "opsconsole_rank_calls_total")
+    candidates_before = metric_value(before, "opsconsole_rank_candidates_total")
 
     # When a block is made, an instance reports an old version, and rank is called
     make_block(agent, item_id="sku-1")
@@ -452,10 +438,12 @@ def test_metrics__key_with_scope__requests_rank_version_and_lag(
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
     body = response.content.decode()
-    assert _metric(body, "opsconsole_rank_calls_total") == rank_before + 1
-    assert _metric(body, "opsconsole_rank_candidates_total") == candidates_before + 2
+    assert metric_value(body, "opsconsole_rank_calls_total") == rank_before + 1
     assert (
-        _metric(
+        metric_value(body, "opsconsole_rank_candidates_total") == candidates_before + 2
+    )
+    assert (
+        metric_value(
             body,
             "opsconsole_http_requests_total",
             route="serving-rank",
@@ -465,20 +453,22 @@ def test_metrics__key_with_scope__requests_rank_version_and_lag(
         >= 1
     )
     assert (
-        _metric(body, "opsconsole_http_request_duration_seconds_count", route="healthz")
+        metric_value(
+            body, "opsconsole_http_request_duration_seconds_count", route="healthz"
+        )
         >= 1
     )
-    version = _metric(body, "opsconsole_override_version")
+    version = metric_value(body, "opsconsole_override_version")
     assert version >= 1
     assert (
-        _metric(
+        metric_value(
             body, "opsconsole_serving_instance_versions_behind", instance="serving-eu-1"
         )
         == version
     )
     assert (
         0
-        <= _metric(
+        <= metric_value(
             body,
             "opsconsole_serving_instance_heartbeat_age_seconds",
             instance="serving-eu-1",
@@ -490,7 +480,7 @@ def test_metrics__key_with_scope__requests_rank_version_and_lag(
     metrics._task_failed(sender=type("Task", (), {"name": "tests.scraped_task"}))
     body = scraper.get("/metrics").content.decode()
     assert (
-        _metric(
+        metric_value(
             body, "opsconsole_celery_task_failures_total", task="tests.scraped_task"
         )
         == failures_before + 1

@@ -793,21 +793,15 @@ rank_inputs = st.fixed_dictionaries(
         "region": st.sampled_from([None, "SG", "DE", "US"]),
     }
 )
+rank_candidate = st.fixed_dictionaries(
+    {"item_id": st.sampled_from([*POOL, "z", "sku-1"]), "score": tied_or_any_scores}
+)
 
 
 @bounded
 @given(
     setup=rank_inputs,
-    candidates=st.lists(
-        st.fixed_dictionaries(
-            {
-                "item_id": st.sampled_from([*POOL, "z", "sku-1"]),
-                "score": tied_or_any_scores,
-            }
-        ),
-        min_size=1,
-        max_size=12,
-    ),
+    candidates=st.lists(rank_candidate, min_size=1, max_size=12),
 )
 def test_rank__any_rules_and_candidates__non_blocked_sorted_ties_in_input_order(
     setup, candidates
@@ -842,12 +836,7 @@ def test_rank__any_rules_and_candidates__non_blocked_sorted_ties_in_input_order(
 @given(
     setup=rank_inputs,
     candidates=st.lists(
-        st.fixed_dictionaries(
-            {
-                "item_id": st.sampled_from([*POOL, "z", "sku-1"]),
-                "score": tied_or_any_scores,
-            }
-        ),
+        rank_candidate,
         min_size=1,
         max_size=12,
         unique_by=lambda candidate: candidate["item_id"],
