@@ -29,9 +29,11 @@ class ConsolePagination(PageNumberPagination):
             if len(values) > 1:
                 raise ValidationError({name: ["Give it once."]})
             value = values[0]
-            if not (value.isascii() and value.isdigit()) or int(value) < 1:
+            digits = value.lstrip("0")
+            if not (value.isascii() and value.isdigit()) or not digits:
                 raise ValidationError({name: [message]})
-            if maximum and int(value) > maximum:
+            # Compared by length first: int() refuses over 4,300 digits.
+            if maximum and (len(digits) > len(str(maximum)) or int(digits) > maximum):
                 raise ValidationError({name: [message]})
         return super().paginate_queryset(queryset, request, view)
 

@@ -735,6 +735,15 @@ def test_list_blocks__newest_first_and_paginated(agent_client, agent):
     assert body["next"]
 
 
+def test_list_blocks__page_numbers_of_thousands_of_digits__404_and_400(agent_client):
+    # (Python's int() refuses over 4,300 digits: this was a 500)
+    huge = "9" * 5000
+    assert agent_client.get(f"{BLOCKS}?page={huge}").status_code == 404
+    error = assert_error(agent_client.get(f"{BLOCKS}?page_size={huge}"), 400, "invalid")
+    assert "page_size" in error["fields"]
+    assert agent_client.get(f"{BLOCKS}?page=0002").status_code == 404
+
+
 def test_list_boosts__status_ended__only_ended(manager_client, manager, rules):
     ended = make_boost(manager, item_id="sku-ended")
     post_json(manager_client, f"{BOOSTS}/{ended.pk}/end", {"reason": "Over"})
