@@ -327,7 +327,7 @@ class Activity(threading.Thread, abc.ABC):
         super().__init__(daemon=True, name=f"faults-{name}")
         self.stop_event = threading.Event()
         self.counts: Counter[str] = Counter()
-        self.failures: list[str] = []
+        self.failures: list[str] = []  # the first 50, for the report
         self.unavailable_at: list[float] = []
 
     def note_unavailable(self, what: str) -> None:
@@ -351,6 +351,10 @@ class Activity(threading.Thread, abc.ABC):
         self.counts["failures"] += 1
         if len(self.failures) < 50:
             self.failures.append(f"{time.strftime('%H:%M:%S')} {text}")
+
+    def report(self, **figures) -> dict:
+        """The counts (every failure counted) and the first failures, for the JSON."""
+        return {**self.counts, **figures, "failure_samples": self.failures}
 
     @abc.abstractmethod
     def step(self) -> bool:
@@ -968,15 +972,10 @@ def run(
         log("== verifying")
         results["deletions"] = verify_deletions(prepared["customers"], downstreams)
         results["overrides"] = verify_overrides(activities["writer"], client)
-        results["client"] = {
-            **dict(activities["client"].counts),
-            "versions_seen": len(activities["client"].versions),
-            "failures": activities["client"].failures,
-        }
-        results["rank_load"] = {
-            **dict(activities["rank"].counts),
-            "failures": activities["rank"].failures,
-        }
+        results["client"] = activities["client"].report(
+            versions_seen=len(activities["client"].versions)
+        )
+        results["rank_load"] = activities["rank"].report()
         results["intake"] = dict(activities["intake"].counts)
         results["outage_windows_s"] = {
             name: activities[name].outage_windows(load_started)
@@ -1062,7 +1061,7 @@ def summarise(results: dict) -> dict:
         "lost": sum(lost.values()),
         "lost_by_kind": lost,
         "client_errors": client.get("errors", 0),
-        "client_wrong_answers": len(client["failures"]),
+        "client_wrong_answers": client.get("failures", 0),
         "integrity": {
             "customers with two requests": deletions["customers_with_two_requests"],
             "keys with differing bodies": deletions["keys_with_differing_bodies"],

@@ -393,3 +393,50 @@ def test_explanation_summary_rows__over_budget__miss():
     assert rows["uncached explanation API, sklearn GBC"][3] == "PASS"
     assert rows["cached explanation, server time (p90)"][3] == "PASS"
     assert rows["prediction page HTML, 30 features"][3] == "MISS"
+
+
+def test_fault_summary__over_fifty_wrong_answers__counts_every_one():
+    from benchmarks import faults
+
+    class Checks(faults.Activity):
+        def step(self) -> bool:
+            return True
+
+    # Given a client activity that noted more wrong answers than it keeps samples of
+    activity = Checks("client")
+    for number in range(60):
+        activity.note_failure(f"wrong answer {number}")
+    deletions = dict.fromkeys(
+        [
+            "requests_not_completed",
+            "deliveries_expected",
+            "deliveries",
+            "deliveries_not_acknowledged",
+            "acknowledgements_not_exactly_once",
+            "deliveries_not_processed_downstream",
+            "customers",
+            "downstream_calls",
+            "customers_with_two_requests",
+            "keys_with_differing_bodies",
+            "bad_signatures",
+            "processed_downstream_unknown_to_console",
+        ],
+        0,
+    )
+    overrides = dict.fromkeys(
+        ["missing_in_database", "missing_in_change_feed", "missing_in_client", "sent"],
+        0,
+    )
+
+    summary = faults.summarise(
+        {
+            "deletions": deletions,
+            "overrides": overrides,
+            "faults": [],
+            "rank_load": {},
+            "client": activity.report(versions_seen=1),
+        }
+    )
+
+    assert len(activity.report()["failure_samples"]) == 50
+    assert summary["client_wrong_answers"] == 60
