@@ -395,6 +395,22 @@ def test_audit__filters_and_csv_export(agent, manager, admin_user, client_for):
     assert len(lines) == 3 and "Fixed" in lines[1] and "Unsafe" in lines[2]
 
 
+def test_audit__time_filter_with_an_offset_past_15_59__answered(
+    agent, admin_user, client_for
+):
+    # (PostgreSQL refuses such an offset in a comparison: the filter goes in UTC)
+    make_block(agent, item_id="sku-1")
+    client = client_for(admin_user)
+    since = {"since": "2000-01-01T00:00:00+18:00", "item_id": "sku-1"}
+
+    page = client.get(reverse("overrides:audit"), since)
+    export = client.get(reverse("overrides:audit_export"), since)
+
+    assert page.status_code == 200 and len(page.context["entries"]) == 1
+    lines = b"".join(export.streaming_content).decode().strip().splitlines()
+    assert len(lines) == 2 and "sku-1" in lines[1]
+
+
 def test_dashboard__shows_boosts_ending_within_48_hours(manager, client_for):
     make_boost(
         manager, item_id="sku-soon", ends_at=timezone.now() + timedelta(hours=20)
